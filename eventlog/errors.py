@@ -1,0 +1,119 @@
+"""The exceptions convlog raises, all under one root.
+
+```
+ConvlogError
+├── NotFoundError            an id that does not exist (kind, entity_id)
+├── AlreadyExistsError       creating an id that exists with other content (kind, entity_id)
+├── DeletedError             writing into a soft-deleted thread or message (kind, entity_id)
+├── ConflictError            another writer got there first (subject, expected, actual)
+├── ValidationError          input the log will not take
+│   └── PayloadTooLargeError an event over the server's max payload (size, limit)
+├── UnavailableError         the NATS server cannot be reached in time (url)
+├── ProjectionError          the projection stopped folding the stream (sequence)
+└── EmbeddedServerError      the embedded nats-server is missing or would not start
+```
+
+Every message is a sentence that says what went wrong, where, and what to do.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AlreadyExistsError",
+    "ConflictError",
+    "ConvlogError",
+    "DeletedError",
+    "EmbeddedServerError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "ProjectionError",
+    "UnavailableError",
+    "ValidationError",
+]
+
+
+class ConvlogError(Exception):
+    """Root of every error convlog raises on purpose."""
+
+
+class NotFoundError(ConvlogError):
+    """An update or delete named an id the log has never seen."""
+
+    def __init__(self, kind: str, entity_id: str) -> None:
+        self.kind = kind
+        self.entity_id = entity_id
+        super().__init__(f"{kind} {entity_id!r} does not exist; create it first.")
+
+
+class AlreadyExistsError(ConvlogError):
+    """A create named an id that already exists with different content."""
+
+    def __init__(self, kind: str, entity_id: str) -> None:
+        self.kind = kind
+        self.entity_id = entity_id
+        super().__init__(
+            f"{kind} {entity_id!r} already exists with other content; "
+            f"use update_{kind} to change it, or a new id."
+        )
+
+
+class DeletedError(ConvlogError):
+    """A write went to a soft-deleted entity; deletion is final."""
+
+    def __init__(self, kind: str, entity_id: str) -> None:
+        self.kind = kind
+        self.entity_id = entity_id
+        super().__init__(f"{kind} {entity_id!r} is deleted and takes no more writes.")
+
+
+class ConflictError(ConvlogError):
+    """Optimistic concurrency failed: the subject moved past the expected sequence."""
+
+    def __init__(self, subject: str, expected: int, actual: int | None) -> None:
+        self.subject = subject
+        self.expected = expected
+        self.actual = actual
+        seen = "unknown" if actual is None else str(actual)
+        super().__init__(
+            f"conflict on {subject!r}: expected last sequence {expected}, the log has {seen}; "
+            "re-read and retry."
+        )
+
+
+class ValidationError(ConvlogError, ValueError):
+    """Input the log will not take; the message names the field."""
+
+
+class PayloadTooLargeError(ValidationError):
+    """An event would exceed the server's max payload; nothing was sent."""
+
+    def __init__(self, size: int, limit: int, what: str = "event") -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"{what} is {size} bytes, over the server's max payload of {limit} bytes; "
+            "store large content in an object store and reference it from a part."
+        )
+
+
+class UnavailableError(ConvlogError):
+    """The NATS server did not answer in time, or could not be reached at all."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"NATS at {url} is unavailable: {reason}.")
+
+
+class ProjectionError(ConvlogError):
+    """The projection stopped; its views no longer follow the log."""
+
+    def __init__(self, reason: str, sequence: int | None = None) -> None:
+        self.reason = reason
+        self.sequence = sequence
+        where = "" if sequence is None else f" at stream sequence {sequence}"
+        super().__init__(f"the projection stopped{where}: {reason}.")
+
+
+class EmbeddedServerError(ConvlogError):
+    """The embedded nats-server binary is missing or failed to start."""

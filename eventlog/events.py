@@ -1,0 +1,221 @@
+"""The events of the log: one envelope, six event types, and the codec that writes them.
+
+An event carries the whole entity after the change (deletes carry the time), so the fold is
+trivial and every version stays readable for audit. The envelope is a msgspec Struct tagged
+by ``type``; the entity inside is the pydantic domain model, in the seed's wire format.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import hashlib
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Final
+
+import msgspec
+import pydantic
+from uuid_utils import uuid7
+
+from eventlog.errors import PayloadTooLargeError, ValidationError
+from eventlog.model import Message, Thread
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "AnyEvent",
+    "Event",
+    "EventCodec",
+    "EventContext",
+    "MalformedEventError",
+    "MessageCreated",
+    "MessageDeleted",
+    "MessageUpdated",
+    "StoredEvent",
+    "ThreadCreated",
+    "ThreadDeleted",
+    "ThreadUpdated",
+    "current_context",
+    "event_context",
+    "event_digest",
+    "new_event_id",
+]
+
+SCHEMA_VERSION: Final = 1
+"""The envelope and payload shape this code writes; older versions are upcast on read."""
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """The envelope every event shares; the subclass adds what changed."""
+
+    event_id: str
+    schema_version: int = SCHEMA_VERSION
+    occurred_at: datetime
+    tenant_id: str
+    thread_id: str
+    message_id: str | None = None
+    execution_id: str | None = None
+    actor: str | None = None
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    prev_hash: str | None = None
+    """Digest of the previous event of the same thread: a per-thread hash chain."""
+
+    @property
+    def event_type(self) -> str:
+        """The event's type tag, e.g. ``message.created``."""
+        return str(self.__struct_config__.tag)
+
+
+class ThreadCreated(Event, frozen=True, tag="thread.created"):
+    """A thread came into being; carries the thread as created."""
+
+    thread: Thread
+
+
+class ThreadUpdated(Event, frozen=True, tag="thread.updated"):
+    """A thread changed; carries the thread after the change."""
+
+    thread: Thread
+
+
+class ThreadDeleted(Event, frozen=True, tag="thread.deleted"):
+    """A thread was soft-deleted at ``deleted_at``."""
+
+    deleted_at: datetime
+
+
+class MessageCreated(Event, frozen=True, tag="message.created"):
+    """A message was written; carries the message as created."""
+
+    message: Message
+
+
+class MessageUpdated(Event, frozen=True, tag="message.updated"):
+    """A message changed; carries the message after the change."""
+
+    message: Message
+
+
+class MessageDeleted(Event, frozen=True, tag="message.deleted"):
+    """A message was soft-deleted at ``deleted_at``."""
+
+    deleted_at: datetime
+
+
+AnyEvent = (
+    ThreadCreated | ThreadUpdated | ThreadDeleted | MessageCreated | MessageUpdated | MessageDeleted
+)
+
+
+class StoredEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """An event as the log holds it: its stream sequence, server time and subject."""
+
+    sequence: int
+    time: datetime
+    subject: str
+    event: AnyEvent
+
+
+class MalformedEventError(ValidationError):
+    """Bytes on the stream that are not an event this code can read."""
+
+
+class EventContext(msgspec.Struct, frozen=True, kw_only=True):
+    """Who is writing, and why: copied into the envelope of every event written."""
+
+    actor: str | None = None
+    correlation_id: str | None = None
+    causation_id: str | None = None
+
+
+_CONTEXT: contextvars.ContextVar[EventContext] = contextvars.ContextVar(
+    "convlog_event_context",
+    default=EventContext(),  # noqa: B039 - a frozen Struct, shared safely
+)
+
+
+@contextlib.contextmanager
+def event_context(
+    *, actor: str | None = None, correlation_id: str | None = None, causation_id: str | None = None
+) -> Iterator[EventContext]:
+    """Stamp events written inside the block with an actor and correlation/causation ids.
+
+    >>> with event_context(actor="agent:planner", correlation_id="req-42"):
+    ...     pass  # every write here carries actor and correlation id
+    """
+    context = EventContext(actor=actor, correlation_id=correlation_id, causation_id=causation_id)
+    token = _CONTEXT.set(context)
+    try:
+        yield context
+    finally:
+        _CONTEXT.reset(token)
+
+
+def current_context() -> EventContext:
+    """The context set by the innermost :func:`event_context`, or an empty one."""
+    return _CONTEXT.get()
+
+
+def new_event_id() -> str:
+    """A new unique, time-ordered event id (also the ``Nats-Msg-Id`` of its append)."""
+    return f"evt_{uuid7().hex}"
+
+
+def event_digest(payload: bytes) -> str:
+    """The hash-chain digest of an event's stored bytes."""
+    return hashlib.sha256(payload).hexdigest()
+
+
+def _encode_model(value: object) -> Any:  # noqa: ANN401 - msgspec hooks take and return Any
+    if isinstance(value, pydantic.BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, str):  # typed ids are str subclasses, which msgspec leaves to us
+        return str(value)
+    raise NotImplementedError(f"cannot encode {type(value).__name__}")
+
+
+def _decode_model(kind: type, value: object) -> Any:  # noqa: ANN401 - msgspec hook signature
+    if issubclass(kind, pydantic.BaseModel):
+        return kind.model_validate(value)
+    raise NotImplementedError(f"cannot decode {kind.__name__}")
+
+
+class _Version(msgspec.Struct):
+    schema_version: int = SCHEMA_VERSION
+
+
+class EventCodec:
+    """Encodes events to bytes and back; built once, reused for every event."""
+
+    def __init__(self) -> None:
+        self._encoder = msgspec.json.Encoder(enc_hook=_encode_model)
+        self._decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(
+            AnyEvent, dec_hook=_decode_model
+        )
+        self._version = msgspec.json.Decoder(_Version)
+
+    def encode(self, event: Event, *, limit: int | None = None) -> bytes:
+        """The bytes stored for ``event``; PayloadTooLargeError if over ``limit`` bytes."""
+        payload = self._encoder.encode(event)
+        if limit is not None and len(payload) > limit:
+            raise PayloadTooLargeError(len(payload), limit, what=f"event {event.event_type}")
+        return payload
+
+    def decode(self, payload: bytes) -> AnyEvent:
+        """Read an event, or raise :class:`MalformedEventError` saying why it cannot be read."""
+        try:
+            return self._decoder.decode(payload)
+        except (msgspec.DecodeError, pydantic.ValidationError) as err:
+            raise MalformedEventError(self._describe(payload, err)) from err
+
+    def _describe(self, payload: bytes, err: Exception) -> str:
+        try:
+            version = self._version.decode(payload).schema_version
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return f"not a convlog event: {err}"
+        if version > SCHEMA_VERSION:
+            return f"schema version {version} is newer than this code reads ({SCHEMA_VERSION})"
+        return f"invalid event: {err}"

@@ -1,0 +1,183 @@
+"""What a write means: each MessageStore write checked against the views, turned into an event.
+
+These are the strict rules where the seed is loose. Each returns the event to append, or
+None when the write would change nothing (an identical retry, a repeated delete), and
+raises a specific :class:`~eventlog.ConvlogError` for a write that must not happen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from eventlog import (
+    AlreadyExistsError,
+    DeletedError,
+    Message,
+    MessageCreated,
+    MessageDeleted,
+    MessageUpdated,
+    NotFoundError,
+    Thread,
+    ThreadCreated,
+    ThreadDeleted,
+    ThreadUpdated,
+    ValidationError,
+    current_context,
+    new_event_id,
+)
+
+if TYPE_CHECKING:
+    from projections.views import Views
+
+__all__ = ["Clock", "Commands", "utc_now"]
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The current time in UTC: the default clock of every store."""
+    return datetime.now(UTC)
+
+
+_THREAD_IDENTITY = ("tenant_id", "user_id")
+_MESSAGE_IDENTITY = ("thread_id", "role", "execution_id")
+
+
+class Commands:
+    """Turns requested writes into events, given the current views and a clock."""
+
+    def __init__(self, views: Views, clock: Clock = utc_now) -> None:
+        self._views = views
+        self._clock = clock
+
+    def _envelope(
+        self,
+        tenant_id: str,
+        thread_id: str,
+        *,
+        message_id: str | None = None,
+        execution_id: str | None = None,
+    ) -> dict[str, Any]:
+        context = current_context()
+        return {
+            "event_id": new_event_id(),
+            "occurred_at": self._clock(),
+            "tenant_id": tenant_id,
+            "thread_id": thread_id,
+            "message_id": message_id,
+            "execution_id": execution_id,
+            "actor": context.actor,
+            "correlation_id": context.correlation_id,
+            "causation_id": context.causation_id,
+        }
+
+    def _live_thread(self, thread_id: str) -> Thread:
+        thread = self._views.thread(thread_id)
+        if thread is None:
+            raise NotFoundError("thread", thread_id)
+        if thread.deleted_at is not None:
+            raise DeletedError("thread", thread_id)
+        return thread
+
+    def create_thread(self, thread: Thread) -> ThreadCreated | None:
+        """Create ``thread`` as given; an identical retry is a no-op."""
+        existing = self._views.thread(thread.id)
+        if existing is not None:
+            if existing == thread:
+                return None
+            raise AlreadyExistsError("thread", thread.id)
+        return ThreadCreated(**self._envelope(thread.tenant_id, thread.id), thread=thread)
+
+    def update_thread(self, thread: Thread) -> ThreadUpdated | None:
+        """Change the title; owner ids are fixed, and the store owns the timestamps."""
+        current = self._live_thread(thread.id)
+        _same_identity("thread", thread.id, current, thread, _THREAD_IDENTITY)
+        if thread.title == current.title:
+            return None
+        envelope = self._envelope(current.tenant_id, current.id)
+        updated = current.model_copy(
+            update={
+                "title": thread.title,
+                "updated_at": max(current.updated_at, envelope["occurred_at"]),
+            }
+        )
+        return ThreadUpdated(**envelope, thread=updated)
+
+    def delete_thread(self, thread_id: str) -> ThreadDeleted | None:
+        """Soft-delete a thread; deleting it again is a no-op."""
+        thread = self._views.thread(thread_id)
+        if thread is None:
+            raise NotFoundError("thread", thread_id)
+        if thread.deleted_at is not None:
+            return None
+        envelope = self._envelope(thread.tenant_id, thread.id)
+        return ThreadDeleted(**envelope, deleted_at=envelope["occurred_at"])
+
+    def create_message(self, message: Message) -> MessageCreated | None:
+        """Add a message to a live thread; an identical retry is a no-op."""
+        existing = self._views.message(message.id)
+        if existing is not None:
+            if existing == message:
+                return None
+            raise AlreadyExistsError("message", message.id)
+        thread = self._live_thread(message.thread_id)
+        envelope = self._envelope(
+            thread.tenant_id, thread.id, message_id=message.id, execution_id=message.execution_id
+        )
+        return MessageCreated(**envelope, message=message)
+
+    def update_message(self, message: Message) -> MessageUpdated | None:
+        """Replace content, parts, metadata and parent; the store sets ``updated_at``."""
+        current = self._views.message(message.id)
+        if current is None:
+            raise NotFoundError("message", message.id)
+        if current.deleted_at is not None:
+            raise DeletedError("message", message.id)
+        _same_identity("message", message.id, current, message, _MESSAGE_IDENTITY)
+        thread = self._live_thread(current.thread_id)
+        changes = {
+            "content": message.content,
+            "parts": message.parts,
+            "metadata": message.metadata,
+            "parent_id": message.parent_id,
+            "parent_type": message.parent_type,
+        }
+        if all(getattr(current, name) == value for name, value in changes.items()):
+            return None
+        envelope = self._envelope(
+            thread.tenant_id, thread.id, message_id=current.id, execution_id=current.execution_id
+        )
+        updated = current.model_copy(update={**changes, "updated_at": envelope["occurred_at"]})
+        return MessageUpdated(**envelope, message=updated)
+
+    def delete_message(self, message_id: str) -> MessageDeleted | None:
+        """Soft-delete a message (also in a deleted thread); deleting again is a no-op."""
+        message = self._views.message(message_id)
+        if message is None:
+            raise NotFoundError("message", message_id)
+        if message.deleted_at is not None:
+            return None
+        thread = self._views.thread(message.thread_id)
+        if thread is None:  # pragma: no cover - the fold never admits such a message
+            raise NotFoundError("thread", message.thread_id)
+        envelope = self._envelope(
+            thread.tenant_id, thread.id, message_id=message.id, execution_id=message.execution_id
+        )
+        return MessageDeleted(**envelope, deleted_at=envelope["occurred_at"])
+
+
+def _same_identity(
+    kind: str,
+    entity_id: str,
+    current: Thread | Message,
+    given: Thread | Message,
+    fields: tuple[str, ...],
+) -> None:
+    for name in fields:
+        if getattr(current, name) != getattr(given, name):
+            raise ValidationError(
+                f"{kind} {entity_id!r}: {name} cannot change "
+                f"(stored {getattr(current, name)!r}, given {getattr(given, name)!r})"
+            )

@@ -1,0 +1,410 @@
+"""MessageStore: the seed's contract, and two stores that keep it the event-sourced way.
+
+Both stores turn every write into an event (:mod:`projections.commands`) and answer every
+query from the same folded views (:mod:`projections.views`). They differ only in where the
+events go: :class:`JetStreamMessageStore` appends them to a NATS JetStream stream and waits
+for its own projection to fold them back; :class:`InMemoryMessageStore` folds them on the
+spot, which makes it the reference model in tests and a fast store for users' unit tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING, Literal, Protocol, Self, runtime_checkable
+
+import msgspec
+
+from eventlog import (
+    AnyEvent,
+    ConflictError,
+    ConnectOptions,
+    EventCodec,
+    EventLog,
+    LogRecord,
+    Message,
+    MessageId,
+    StreamSettings,
+    Subjects,
+    TenantId,
+    Thread,
+    ThreadId,
+    UserId,
+    ValidationError,
+    event_digest,
+)
+from projections.commands import Clock, Commands, utc_now
+from projections.views import Projection, SkippedEvent, Views
+from projections.worker import ProjectionWorker
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Sequence
+    from types import TracebackType
+
+__all__ = ["Health", "InMemoryMessageStore", "JetStreamMessageStore", "MessageStore"]
+
+_MAX_ATTEMPTS = 5
+"""Appends retried after a conflict with another writer before giving up."""
+
+_DEFAULT_MAX_PAYLOAD = 1024 * 1024
+"""nats-server's default max payload, applied by the in-memory store too."""
+
+
+class Health(msgspec.Struct, frozen=True, kw_only=True):
+    """How a store is doing: ``status`` is "ok", "degraded" (server away) or "failed"."""
+
+    status: Literal["ok", "degraded", "failed"]
+    applied_sequence: int
+    connected: bool
+    skipped: tuple[SkippedEvent, ...] = ()
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when the store can both write and read current state."""
+        return self.status == "ok"
+
+
+@runtime_checkable
+class MessageStore(Protocol):
+    """The seed's MessageStore trait, method for method, async."""
+
+    @property
+    def name(self) -> str:
+        """A short name of the implementation."""
+        ...
+
+    @property
+    def requires_network(self) -> bool:
+        """Whether the store talks to a server."""
+        ...
+
+    async def health_check(self) -> Health:
+        """Report whether the store is usable."""
+        ...
+
+    async def create_thread(self, thread: Thread) -> ThreadId:
+        """Create a thread; AlreadyExistsError if its id holds another thread."""
+        ...
+
+    async def get_thread(self, thread_id: str) -> Thread | None:
+        """The thread, deleted or not, or None."""
+        ...
+
+    async def update_thread(self, thread: Thread) -> None:
+        """Change a thread's title; NotFoundError or DeletedError when it cannot."""
+        ...
+
+    async def delete_thread(self, thread_id: str) -> None:
+        """Soft-delete a thread; NotFoundError for an unknown id; repeat is a no-op."""
+        ...
+
+    async def list_threads(
+        self, tenant_id: str, user_id: str, limit: int, offset: int
+    ) -> list[Thread]:
+        """A user's live threads, newest first."""
+        ...
+
+    async def create_message(self, message: Message) -> MessageId:
+        """Add a message to a live thread."""
+        ...
+
+    async def get_message(self, message_id: str) -> Message | None:
+        """The message, deleted or not, or None."""
+        ...
+
+    async def update_message(self, message: Message) -> None:
+        """Replace a message's content, parts, metadata and parent."""
+        ...
+
+    async def delete_message(self, message_id: str) -> None:
+        """Soft-delete a message; repeat is a no-op."""
+        ...
+
+    async def list_messages(self, thread_id: str, include_deleted: bool = False) -> list[Message]:  # noqa: FBT001, FBT002 - the seed's signature
+        """A thread's messages in log order."""
+        ...
+
+    async def get_messages_by_execution(self, execution_id: str) -> list[Message]:
+        """Every message of one agent execution, in log order."""
+        ...
+
+    async def get_or_create_thread(self, tenant_id: str, user_id: str) -> Thread:
+        """The user's newest live thread, or a new one."""
+        ...
+
+    async def count_messages(self, thread_id: str) -> int:
+        """How many live messages a thread has."""
+        ...
+
+
+class _ThreadLocks:
+    """One lock per thread id, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+class _ProjectedStore:
+    """The MessageStore methods, over views kept by a projection; subclasses commit events."""
+
+    def __init__(self, projection: Projection, subjects: Subjects, clock: Clock) -> None:
+        self._projection = projection
+        self._subjects = subjects
+        self._commands = Commands(projection.views, clock)
+        self._locks = _ThreadLocks()
+
+    @property
+    def views(self) -> Views:
+        """The folded state this store answers from."""
+        return self._projection.views
+
+    async def _commit(self, event: AnyEvent, expected: int) -> None:
+        """Append ``event`` if its subject still ends at ``expected``; return once folded."""
+        raise NotImplementedError
+
+    async def _catch_up(self, conflict: ConflictError) -> None:
+        """Fold what another writer appended, so the next decision sees it."""
+        raise conflict
+
+    async def _write(self, thread_id: str, decide: Callable[[], AnyEvent | None]) -> None:
+        """Decide and commit under the thread's lock, re-deciding after a conflict."""
+        async with self._locks.hold(thread_id):
+            for attempt in range(1, _MAX_ATTEMPTS + 1):
+                event = decide()
+                if event is None:
+                    return
+                head = self.views.head(self._subjects.thread(event.tenant_id, event.thread_id))
+                chained = msgspec.structs.replace(
+                    event, prev_hash=event_digest(head.payload) if head else None
+                )
+                try:
+                    await self._commit(chained, head.sequence if head else 0)
+                except ConflictError as conflict:
+                    if attempt == _MAX_ATTEMPTS:
+                        raise
+                    await self._catch_up(conflict)
+                else:
+                    return
+
+    # --- writes ----------------------------------------------------------------------------
+
+    async def create_thread(self, thread: Thread) -> ThreadId:
+        """Create a thread; AlreadyExistsError if its id holds another thread."""
+        await self._write(thread.id, lambda: self._commands.create_thread(thread))
+        return thread.id
+
+    async def update_thread(self, thread: Thread) -> None:
+        """Change a thread's title; NotFoundError or DeletedError when it cannot."""
+        await self._write(thread.id, lambda: self._commands.update_thread(thread))
+
+    async def delete_thread(self, thread_id: str) -> None:
+        """Soft-delete a thread; NotFoundError for an unknown id; repeat is a no-op."""
+        await self._write(thread_id, lambda: self._commands.delete_thread(thread_id))
+
+    async def create_message(self, message: Message) -> MessageId:
+        """Add a message to a live thread."""
+        await self._write(message.thread_id, lambda: self._commands.create_message(message))
+        return message.id
+
+    async def update_message(self, message: Message) -> None:
+        """Replace a message's content, parts, metadata and parent."""
+        await self._write(message.thread_id, lambda: self._commands.update_message(message))
+
+    async def delete_message(self, message_id: str) -> None:
+        """Soft-delete a message; repeat is a no-op."""
+        message = self.views.message(message_id)
+        thread_id = message.thread_id if message is not None else ""
+        await self._write(thread_id, lambda: self._commands.delete_message(message_id))
+
+    async def get_or_create_thread(self, tenant_id: str, user_id: str) -> Thread:
+        """The user's newest live thread, or a new one (the seed always made a new one)."""
+        newest = self.views.list_threads(tenant_id, user_id, 1, 0)
+        if newest:
+            return newest[0]
+        thread = Thread.new(TenantId.from_string(tenant_id), UserId.from_string(user_id))
+        await self.create_thread(thread)
+        return thread
+
+    # --- reads -----------------------------------------------------------------------------
+
+    async def get_thread(self, thread_id: str) -> Thread | None:
+        """The thread, deleted or not, or None."""
+        return self.views.thread(thread_id)
+
+    async def list_threads(
+        self, tenant_id: str, user_id: str, limit: int, offset: int
+    ) -> list[Thread]:
+        """A user's live threads, newest first (log order breaks ties)."""
+        if limit < 0 or offset < 0:
+            raise ValidationError(f"limit and offset must be >= 0, not {limit} and {offset}")
+        return self.views.list_threads(tenant_id, user_id, limit, offset)
+
+    async def get_message(self, message_id: str) -> Message | None:
+        """The message, deleted or not, or None."""
+        return self.views.message(message_id)
+
+    async def list_messages(self, thread_id: str, include_deleted: bool = False) -> list[Message]:  # noqa: FBT001, FBT002 - the seed's signature
+        """A thread's messages in log order."""
+        return self.views.list_messages(thread_id, include_deleted=include_deleted)
+
+    async def get_messages_by_execution(self, execution_id: str) -> list[Message]:
+        """Every message of one agent execution, in log order, deleted ones included."""
+        return self.views.messages_by_execution(execution_id)
+
+    async def count_messages(self, thread_id: str) -> int:
+        """How many live messages a thread has."""
+        return self.views.count_messages(thread_id)
+
+
+class InMemoryMessageStore(_ProjectedStore):
+    """The contract without a server: events are encoded and folded at once, in process."""
+
+    def __init__(self, *, clock: Clock = utc_now, max_payload: int = _DEFAULT_MAX_PAYLOAD) -> None:
+        self._codec = EventCodec()
+        super().__init__(Projection(self._codec), Subjects(), clock)
+        self._clock = clock
+        self._max_payload = max_payload
+
+    @property
+    def name(self) -> str:
+        """The seed's name for this store."""
+        return "in-memory-message-store"
+
+    @property
+    def requires_network(self) -> bool:
+        """No server involved."""
+        return False
+
+    async def health_check(self) -> Health:
+        """Always ok: nothing can be away."""
+        return Health(
+            status="ok",
+            applied_sequence=self._projection.sequence,
+            connected=True,
+            skipped=tuple(self._projection.skipped),
+        )
+
+    async def _commit(self, event: AnyEvent, expected: int) -> None:
+        subject = self._subjects.thread(event.tenant_id, event.thread_id)
+        head = self.views.head(subject)
+        actual = head.sequence if head else 0
+        if actual != expected:  # pragma: no cover - one process, writes serialised per thread
+            raise ConflictError(subject, expected, actual)
+        payload = self._codec.encode(event, limit=self._max_payload)
+        self._projection.apply(
+            LogRecord(
+                sequence=self._projection.sequence + 1,
+                time=self._clock(),
+                subject=subject,
+                data=payload,
+            )
+        )
+
+
+class JetStreamMessageStore(_ProjectedStore):
+    """Writes go to a JetStream stream; reads come from views its projection folds."""
+
+    def __init__(self, log: EventLog, worker: ProjectionWorker, clock: Clock) -> None:
+        super().__init__(worker.projection, log.subjects, clock)
+        self.log = log
+        self._worker = worker
+
+    @classmethod
+    async def connect(
+        cls,
+        servers: str | Sequence[str],
+        *,
+        stream: str = "CONVLOG",
+        subject_prefix: str = "convlog",
+        replicas: int = 1,
+        options: ConnectOptions | None = None,
+        wait_until_ready: bool = True,
+        clock: Clock = utc_now,
+    ) -> Self:
+        """Connect to NATS, open (or create) the stream, and start the projection.
+
+        By default this returns once the views hold every event that was in the stream
+        when it connected, so a restarted service never answers from a half-built view;
+        pass ``wait_until_ready=False`` to start at once and watch :meth:`health_check`.
+        """
+        settings = StreamSettings(name=stream, subject_prefix=subject_prefix, replicas=replicas)
+        log = await EventLog.connect(servers, stream=settings, options=options)
+        worker = ProjectionWorker(log, Projection(log.codec))
+        try:
+            end = await log.last_sequence()
+            await worker.start()
+            if wait_until_ready:
+                await worker.wait_for(end)
+        except BaseException:
+            await worker.stop()
+            await log.close()
+            raise
+        return cls(log, worker, clock)
+
+    async def close(self) -> None:
+        """Stop the projection and close the connection."""
+        await self._worker.stop()
+        await self.log.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def name(self) -> str:
+        """A short name of the implementation."""
+        return "jetstream-message-store"
+
+    @property
+    def requires_network(self) -> bool:
+        """It talks to a NATS server."""
+        return True
+
+    async def wait_for(self, sequence: int) -> None:
+        """Return once this store's views have folded stream ``sequence``."""
+        await self._worker.wait_for(sequence)
+
+    async def health_check(self) -> Health:
+        """ok, degraded (server away: reads still answer, writes fail) or failed."""
+        failure = self._worker.failure
+        connected = self.log.is_connected
+        status: Literal["ok", "degraded", "failed"] = (
+            "failed" if failure is not None else "ok" if connected else "degraded"
+        )
+        return Health(
+            status=status,
+            applied_sequence=self._projection.sequence,
+            connected=connected,
+            skipped=tuple(self._projection.skipped),
+            detail=str(failure) if failure is not None else "",
+        )
+
+    async def _commit(self, event: AnyEvent, expected: int) -> None:
+        sequence = await self.log.append(event, expected_last_subject_sequence=expected)
+        await self._worker.wait_for(sequence)
+
+    async def _catch_up(self, conflict: ConflictError) -> None:
+        target = conflict.actual if conflict.actual is not None else await self.log.last_sequence()
+        await self._worker.wait_for(target)

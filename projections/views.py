@@ -1,0 +1,269 @@
+"""Indexed in-memory views of the log, and the pure fold that keeps them.
+
+The views hold frozen domain models, indexed so that no query scans the whole store: by
+id, by thread (message ids in log order), by execution, and by (tenant, user) sorted by
+creation time with log order breaking ties. They also keep, per thread subject, the last
+sequence and stored bytes, which writers need for optimistic concurrency and the hash chain.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import msgspec
+
+from eventlog import (
+    AnyEvent,
+    EventCodec,
+    LogRecord,
+    MalformedEventError,
+    Message,
+    MessageCreated,
+    MessageDeleted,
+    MessageUpdated,
+    Thread,
+    ThreadCreated,
+    ThreadDeleted,
+    ThreadUpdated,
+    ValidationError,
+)
+
+__all__ = ["EventRejectedError", "Projection", "SkippedEvent", "SubjectHead", "Views"]
+
+logger = logging.getLogger(__name__)
+
+
+class EventRejectedError(ValidationError):
+    """A well-formed event that does not fit the state, e.g. a message for an unknown thread."""
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectHead:
+    """The last record on a thread subject: what the next append must expect and chain to."""
+
+    sequence: int
+    payload: bytes
+
+
+class SkippedEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """A record the projection could not apply: counted, kept for inspection, never fatal."""
+
+    sequence: int
+    subject: str
+    reason: str
+
+
+@dataclass(slots=True)
+class _ThreadEntry:
+    thread: Thread
+    sequence: int
+    message_ids: list[str] = field(default_factory=list)
+    active_messages: int = 0
+
+
+@dataclass(slots=True)
+class _MessageEntry:
+    message: Message
+    sequence: int
+
+
+_OwnerKey = tuple[str, str]
+_OwnerItem = tuple[datetime, int, str]  # (created_at, creation sequence, thread id)
+
+
+class Views:
+    """The projected state; :meth:`apply` is the fold, the other methods answer queries."""
+
+    def __init__(self) -> None:
+        self._threads: dict[str, _ThreadEntry] = {}
+        self._messages: dict[str, _MessageEntry] = {}
+        self._by_execution: dict[str, list[str]] = {}
+        self._by_owner: dict[_OwnerKey, list[_OwnerItem]] = {}
+        self._heads: dict[str, SubjectHead] = {}
+
+    # --- the fold --------------------------------------------------------------------------
+
+    def advance(self, subject: str, sequence: int, payload: bytes) -> None:
+        """Record that ``subject`` now ends at ``sequence``, whatever the record holds."""
+        self._heads[subject] = SubjectHead(sequence, payload)
+
+    def apply(self, sequence: int, event: AnyEvent) -> None:
+        """Fold one event into the views, or raise :class:`EventRejectedError`."""
+        match event:
+            case ThreadCreated(thread=thread):
+                self._create_thread(sequence, event.thread_id, thread)
+            case ThreadUpdated(thread=thread):
+                self._update_thread(sequence, event.thread_id, thread)
+            case ThreadDeleted(deleted_at=deleted_at):
+                thread_entry = self._thread_entry(event.thread_id)
+                if thread_entry.thread.deleted_at is None:
+                    self._unlist(thread_entry, thread_entry.thread)
+                    thread_entry.thread = thread_entry.thread.model_copy(
+                        update={"deleted_at": deleted_at}
+                    )
+                thread_entry.sequence = sequence
+            case MessageCreated(message=message):
+                self._create_message(sequence, event, message)
+            case MessageUpdated(message=message):
+                entry = self._message_entry(event, message.id)
+                if message.thread_id != entry.message.thread_id:
+                    raise EventRejectedError(f"message {message.id!r} cannot move threads")
+                self._count(entry.message, message)
+                entry.message, entry.sequence = message, sequence
+            case MessageDeleted(deleted_at=deleted_at):
+                entry = self._message_entry(event, event.message_id)
+                if entry.message.deleted_at is None:
+                    deleted = entry.message.model_copy(update={"deleted_at": deleted_at})
+                    self._count(entry.message, deleted)
+                    entry.message = deleted
+                entry.sequence = sequence
+
+    def _create_thread(self, sequence: int, thread_id: str, thread: Thread) -> None:
+        if thread.id != thread_id:
+            raise EventRejectedError(f"thread {thread.id!r} arrived under thread {thread_id!r}")
+        if thread.id in self._threads:
+            raise EventRejectedError(f"thread {thread.id!r} is created twice")
+        self._threads[thread.id] = _ThreadEntry(thread, sequence)
+        if thread.deleted_at is None:
+            items = self._by_owner.setdefault((thread.tenant_id, thread.user_id), [])
+            bisect.insort(items, (thread.created_at, sequence, thread.id))
+
+    def _update_thread(self, sequence: int, thread_id: str, thread: Thread) -> None:
+        entry = self._thread_entry(thread_id)
+        old = entry.thread
+        if (thread.id, thread.tenant_id, thread.user_id, thread.created_at) != (
+            old.id,
+            old.tenant_id,
+            old.user_id,
+            old.created_at,
+        ):
+            raise EventRejectedError(f"thread {thread_id!r} update changes its identity")
+        if old.deleted_at is None and thread.deleted_at is not None:
+            self._unlist(entry, old)
+        entry.thread, entry.sequence = thread, sequence
+
+    def _unlist(self, entry: _ThreadEntry, thread: Thread) -> None:
+        """Drop a thread from its owner's listing (it was deleted)."""
+        items = self._by_owner.get((thread.tenant_id, thread.user_id), [])
+        index = bisect.bisect_left(items, (thread.created_at,))
+        while index < len(items) and items[index][2] != entry.thread.id:
+            index += 1
+        if index < len(items):
+            del items[index]
+
+    def _create_message(self, sequence: int, event: MessageCreated, message: Message) -> None:
+        if message.thread_id != event.thread_id:
+            raise EventRejectedError(
+                f"message {message.id!r} names thread {message.thread_id!r} "
+                f"but arrived under thread {event.thread_id!r}"
+            )
+        thread = self._thread_entry(event.thread_id)
+        if message.id in self._messages:
+            raise EventRejectedError(f"message {message.id!r} is created twice")
+        self._messages[message.id] = _MessageEntry(message, sequence)
+        thread.message_ids.append(message.id)
+        if message.deleted_at is None:
+            thread.active_messages += 1
+        if message.execution_id is not None:
+            self._by_execution.setdefault(message.execution_id, []).append(message.id)
+        if event.occurred_at > thread.thread.updated_at:
+            thread.thread = thread.thread.model_copy(update={"updated_at": event.occurred_at})
+        thread.sequence = sequence
+
+    def _count(self, before: Message, after: Message) -> None:
+        change = (after.deleted_at is None) - (before.deleted_at is None)
+        if change:
+            self._threads[after.thread_id].active_messages += change
+
+    def _thread_entry(self, thread_id: str) -> _ThreadEntry:
+        entry = self._threads.get(thread_id)
+        if entry is None:
+            raise EventRejectedError(f"thread {thread_id!r} does not exist")
+        return entry
+
+    def _message_entry(self, event: AnyEvent, message_id: str | None) -> _MessageEntry:
+        entry = self._messages.get(message_id or "")
+        if entry is None or entry.message.thread_id != event.thread_id:
+            raise EventRejectedError(f"message {message_id!r} does not exist in this thread")
+        return entry
+
+    # --- queries ---------------------------------------------------------------------------
+
+    def head(self, subject: str) -> SubjectHead | None:
+        """The last record on ``subject``, or None when the subject is empty."""
+        return self._heads.get(subject)
+
+    def thread(self, thread_id: str) -> Thread | None:
+        """The thread, deleted or not, or None."""
+        entry = self._threads.get(thread_id)
+        return entry.thread if entry is not None else None
+
+    def message(self, message_id: str) -> Message | None:
+        """The message, deleted or not, or None."""
+        entry = self._messages.get(message_id)
+        return entry.message if entry is not None else None
+
+    def list_threads(self, tenant_id: str, user_id: str, limit: int, offset: int) -> list[Thread]:
+        """Live threads of a user, newest first, a page at a time."""
+        items = self._by_owner.get((tenant_id, user_id), [])
+        end = max(len(items) - offset, 0)
+        start = max(end - limit, 0)
+        return [self._threads[items[i][2]].thread for i in range(end - 1, start - 1, -1)]
+
+    def list_messages(self, thread_id: str, *, include_deleted: bool) -> list[Message]:
+        """A thread's messages in log order."""
+        entry = self._threads.get(thread_id)
+        if entry is None:
+            return []
+        messages = [self._messages[m].message for m in entry.message_ids]
+        if include_deleted:
+            return messages
+        return [m for m in messages if m.deleted_at is None]
+
+    def messages_by_execution(self, execution_id: str) -> list[Message]:
+        """Every message an execution wrote, in log order, deleted ones included."""
+        return [self._messages[m].message for m in self._by_execution.get(execution_id, [])]
+
+    def count_messages(self, thread_id: str) -> int:
+        """Live messages in a thread."""
+        entry = self._threads.get(thread_id)
+        return entry.active_messages if entry is not None else 0
+
+    def digest(self) -> str:
+        """A digest of every thread and message; equal views give equal digests."""
+        hasher = hashlib.sha256()
+        for thread_id in sorted(self._threads):
+            hasher.update(self._threads[thread_id].thread.model_dump_json().encode())
+            for message_id in self._threads[thread_id].message_ids:
+                hasher.update(self._messages[message_id].message.model_dump_json().encode())
+        return hasher.hexdigest()
+
+
+class Projection:
+    """Folds log records into :class:`Views`, skipping and recording what cannot apply."""
+
+    def __init__(self, codec: EventCodec | None = None) -> None:
+        self.views = Views()
+        self.sequence = 0
+        """The last stream sequence folded (applied or skipped)."""
+        self.skipped: list[SkippedEvent] = []
+        self._codec = codec or EventCodec()
+
+    def apply(self, record: LogRecord) -> None:
+        """Fold one record; a record that cannot apply is skipped, logged and counted."""
+        if record.sequence <= self.sequence:
+            return  # redelivered: each sequence takes effect once
+        self.views.advance(record.subject, record.sequence, record.data)
+        try:
+            self.views.apply(record.sequence, self._codec.decode(record.data))
+        except (MalformedEventError, EventRejectedError) as err:
+            skipped = SkippedEvent(
+                sequence=record.sequence, subject=record.subject, reason=str(err)
+            )
+            self.skipped.append(skipped)
+            logger.warning("skipped sequence %d on %s: %s", *msgspec.structs.astuple(skipped))
+        self.sequence = record.sequence

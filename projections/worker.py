@@ -1,0 +1,85 @@
+"""The projection worker: follows the stream into the views and tells waiters how far it got.
+
+Writers wait on :meth:`ProjectionWorker.wait_for` with the sequence their append returned,
+which is how a store reads its own writes. If the fold itself breaks (a bug, not a bad
+event: bad events are skipped and counted), the worker stops and every waiter, and every
+later caller, gets a :class:`~eventlog.ProjectionError` instead of a silently stale view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+from typing import TYPE_CHECKING
+
+from eventlog import LogRecord, ProjectionError
+
+if TYPE_CHECKING:
+    from eventlog import EventLog, Follower
+    from projections.views import Projection
+
+__all__ = ["ProjectionWorker"]
+
+logger = logging.getLogger(__name__)
+
+
+class ProjectionWorker:
+    """Runs a :class:`Projection` over an :class:`EventLog`, from where the projection stands."""
+
+    def __init__(self, log: EventLog, projection: Projection) -> None:
+        self._log = log
+        self.projection = projection
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._tiebreak = itertools.count()
+        self._follower: Follower | None = None
+        self.failure: ProjectionError | None = None
+
+    async def start(self) -> None:
+        """Start following the stream after the last sequence already folded."""
+        self._follower = await self._log.follow(
+            self._on_record, start_sequence=self.projection.sequence + 1
+        )
+
+    async def stop(self) -> None:
+        """Stop following; waiters still pending get a ProjectionError."""
+        if self._follower is not None:
+            await self._follower.stop()
+            self._follower = None
+        self._release(ProjectionError("the store was closed"))
+
+    async def _on_record(self, record: LogRecord) -> None:
+        if self.failure is not None:
+            return
+        try:
+            self.projection.apply(record)
+        except Exception as err:
+            logger.exception("projection failed at stream sequence %d", record.sequence)
+            self.failure = ProjectionError(f"folding failed: {err!r}", record.sequence)
+            self.failure.__cause__ = err
+            self._release(self.failure)
+            return
+        self._release()
+
+    def _release(self, error: ProjectionError | None = None) -> None:
+        """Resolve every waiter whose sequence is folded (or all of them, with ``error``)."""
+        reached = self.projection.sequence
+        while self._waiters and (error is not None or self._waiters[0][0] <= reached):
+            _, _, future = heapq.heappop(self._waiters)
+            if future.done():
+                continue
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+    async def wait_for(self, sequence: int) -> None:
+        """Return once the views have folded ``sequence``; raise if the projection failed."""
+        if self.failure is not None:
+            raise self.failure
+        if self.projection.sequence >= sequence:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (sequence, next(self._tiebreak), future))
+        await future

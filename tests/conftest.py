@@ -1,0 +1,75 @@
+"""Fixtures: one real nats-server per test session, and a fresh stream for every test.
+
+Each test gets its own stream name and subject prefix, so tests share a server but never
+each other's events. The server is started on a port it picks and stopped by its pid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import pytest
+from uuid_utils import uuid7
+
+from eventlog import EmbeddedNats, EventLog, StreamSettings
+from projections import InMemoryMessageStore, JetStreamMessageStore, MessageStore
+
+
+@pytest.fixture(scope="session")
+def nats_server() -> Iterator[EmbeddedNats]:
+    server = EmbeddedNats()
+    asyncio.run(server.start())
+    try:
+        yield server
+    finally:
+        asyncio.run(server.__aexit__(None, None, None))
+
+
+@pytest.fixture
+def nats_url(nats_server: EmbeddedNats) -> str:
+    return nats_server.url
+
+
+@pytest.fixture
+def stream_settings() -> StreamSettings:
+    """A stream of this test's own: unique name and subject prefix."""
+    token = uuid7().hex[-12:]
+    return StreamSettings(name=f"T{token}", subject_prefix=f"t{token}")
+
+
+@pytest.fixture
+async def event_log(nats_url: str, stream_settings: StreamSettings) -> AsyncIterator[EventLog]:
+    log = await EventLog.connect(nats_url, stream=stream_settings)
+    yield log
+    await log.close()
+
+
+StoreFactory = Callable[[], Awaitable[JetStreamMessageStore]]
+
+
+@pytest.fixture
+async def connect_store(
+    nats_url: str, stream_settings: StreamSettings
+) -> AsyncIterator[StoreFactory]:
+    """Connect any number of stores to this test's stream; all are closed at the end."""
+    opened: list[JetStreamMessageStore] = []
+
+    async def connect() -> JetStreamMessageStore:
+        store = await JetStreamMessageStore.connect(
+            nats_url, stream=stream_settings.name, subject_prefix=stream_settings.subject_prefix
+        )
+        opened.append(store)
+        return store
+
+    yield connect
+    for store in opened:
+        await store.close()
+
+
+@pytest.fixture(params=["in-memory", "jetstream"])
+async def store(request: pytest.FixtureRequest, connect_store: StoreFactory) -> MessageStore:
+    """Every contract test runs against both stores."""
+    if request.param == "in-memory":
+        return InMemoryMessageStore()
+    return await connect_store()
