@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from typing import TYPE_CHECKING, Literal, Protocol, Self, runtime_checkable
 
 import msgspec
@@ -43,8 +44,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Health", "InMemoryMessageStore", "JetStreamMessageStore", "MessageStore"]
 
-_MAX_ATTEMPTS = 5
-"""Appends retried after a conflict with another writer before giving up."""
+_MAX_ATTEMPTS = 32
+"""Appends tried before a conflict is given up on; each lost race means another writer won."""
 
 _DEFAULT_MAX_PAYLOAD = 1024 * 1024
 """nats-server's default max payload, applied by the in-memory store too."""
@@ -198,6 +199,8 @@ class _ProjectedStore:
                     if attempt == _MAX_ATTEMPTS:
                         raise
                     await self._catch_up(conflict)
+                    # Jittered backoff, so writers racing on one thread stop meeting in lockstep.
+                    await asyncio.sleep(random.uniform(0, 0.001 * attempt))  # noqa: S311
                 else:
                     return
 
@@ -277,7 +280,6 @@ class InMemoryMessageStore(_ProjectedStore):
     def __init__(self, *, clock: Clock = utc_now, max_payload: int = _DEFAULT_MAX_PAYLOAD) -> None:
         self._codec = EventCodec()
         super().__init__(Projection(self._codec), Subjects(), clock)
-        self._clock = clock
         self._max_payload = max_payload
 
     @property
@@ -309,7 +311,7 @@ class InMemoryMessageStore(_ProjectedStore):
         self._projection.apply(
             LogRecord(
                 sequence=self._projection.sequence + 1,
-                time=self._clock(),
+                time=event.occurred_at,
                 subject=subject,
                 data=payload,
             )

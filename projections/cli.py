@@ -1,0 +1,424 @@
+"""The ``convlog`` command: a demo of the log end to end, and a long-running projection.
+
+``convlog demo`` writes a short agent conversation, prints it as the views answer it and as
+the log stores it, then checks that a fresh store rebuilds the same views from the stream.
+``convlog serve`` keeps a projection of the stream running and reports how far it got.
+Both use the server at ``--nats-url`` (default ``$NATS_URL``), or start an embedded one.
+
+Exit codes: 0 done, 1 a convlog error (one line on stderr), 2 no server could be started
+(or a usage error, as argparse reports it), 130 interrupted before the work began.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, TypeVar
+
+import platformdirs
+from uuid_utils import uuid7
+
+from eventlog import (
+    CodePart,
+    ConnectOptions,
+    ConvlogError,
+    CostInfo,
+    EmbeddedNats,
+    EmbeddedServerError,
+    ExecutionId,
+    ExecutionStats,
+    FilePart,
+    FinishReason,
+    ImagePart,
+    MalformedEventError,
+    Message,
+    MessageMetadata,
+    MessagePart,
+    ReasoningPart,
+    SourcePart,
+    TenantId,
+    TextPart,
+    Thread,
+    ThreadId,
+    TokenUsage,
+    ToolCallPart,
+    ToolResultPart,
+    UserId,
+    event_context,
+)
+from projections.commands import utc_now
+from projections.store import JetStreamMessageStore
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Sequence
+
+__all__ = ["main"]
+
+EXIT_OK: Final = 0
+EXIT_ERROR: Final = 1
+EXIT_NO_SERVER: Final = 2
+EXIT_INTERRUPTED: Final = 130
+
+_PREVIEW: Final = 60
+"""Characters of free text shown per line before it is cut with an ellipsis."""
+_DIGEST_SHOWN: Final = 12
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Target:
+    """Where a command reads and writes: the server, the stream and its subject prefix."""
+
+    nats_url: str | None
+    data_dir: Path | None
+    stream: str
+    subject_prefix: str
+    connect_timeout: float
+
+
+@contextlib.asynccontextmanager
+async def nats_server(url: str | None, data_dir: Path | None) -> AsyncIterator[str]:
+    """Yield ``url`` if given, else the URL of an embedded server kept in ``data_dir``."""
+    if url:
+        yield url
+        return
+    async with EmbeddedNats(data_dir=data_dir) as embedded_url:
+        yield embedded_url
+
+
+async def connect(target: Target, url: str) -> JetStreamMessageStore:
+    """Connect a store to the target's stream, its views caught up with the log."""
+    return await JetStreamMessageStore.connect(
+        url,
+        stream=target.stream,
+        subject_prefix=target.subject_prefix,
+        options=ConnectOptions(connect_timeout=target.connect_timeout),
+    )
+
+
+# --- convlog demo ---------------------------------------------------------------------------
+
+
+def weather_conversation(thread_id: ThreadId) -> list[Message]:
+    """A system prompt, a user question, and an agent's answer that called a tool."""
+    system = Message.system(thread_id, "You are a concise weather assistant. Use tools.")
+    question = Message.user(thread_id, "What's the weather like in Paris right now?")
+    execution_id = ExecutionId.new()
+    call_id = f"call_{uuid7().hex[-12:]}"
+    answer_text = "It's 18°C and sunny in Paris right now."
+    prompt_tokens, completion_tokens = 412, 96
+    input_cost = round(prompt_tokens * 2.50 / 1e6, 6)  # gpt-4o list prices per token, USD
+    output_cost = round(completion_tokens * 10.00 / 1e6, 6)
+    answer = (
+        Message.assistant(thread_id, execution_id, answer_text, parent_id=question.id)
+        .with_parts(
+            [
+                ReasoningPart(text="The user asks for live weather: call get_weather for Paris."),
+                ToolCallPart(tool_call_id=call_id, tool_name="get_weather", args={"city": "Paris"}),
+                ToolResultPart(
+                    tool_call_id=call_id,
+                    tool_name="get_weather",
+                    result={"temp_c": 18, "conditions": "sunny"},
+                    is_error=False,
+                ),
+                TextPart(text=answer_text),
+            ]
+        )
+        .with_metadata(
+            MessageMetadata(
+                completed_at=int(time.time() * 1000),
+                duration_ms=2310,
+                model="gpt-4o",
+                provider="openai",
+                token_usage=TokenUsage.new(prompt_tokens, completion_tokens),
+                stats=ExecutionStats(llm_calls=2, tool_calls=1, steps=3),
+                finish_reason=FinishReason.STOP,
+                cost=CostInfo(
+                    input_cost=input_cost,
+                    output_cost=output_cost,
+                    total_cost=round(input_cost + output_cost, 6),
+                ),
+            )
+        )
+    )
+    return [system, question, answer]
+
+
+def preview(text: str) -> str:
+    """``text`` on one line, quoted, cut to a readable length."""
+    flat = " ".join(text.split())
+    return repr(flat if len(flat) <= _PREVIEW else flat[: _PREVIEW - 1] + "…")
+
+
+def describe_part(part: MessagePart) -> str:
+    """One line per part: its type, then what matters about it."""
+    detail = ""
+    match part:
+        case TextPart(text=text) | ReasoningPart(text=text):
+            detail = preview(text)
+        case ToolCallPart(tool_name=name, args=args):
+            detail = f"{name} {args!r}"
+        case ToolResultPart(tool_name=name, result=result, is_error=is_error):
+            detail = f"{name} {result!r}" + (" (error)" if is_error else "")
+        case SourcePart(source_id=source_id, url=url):
+            detail = f"{source_id} {url or ''}"
+        case FilePart(filename=filename, mime_type=mime_type, size_bytes=size):
+            detail = f"{filename} ({mime_type}, {size} bytes)"
+        case ImagePart(image_id=image_id, url=url):
+            detail = f"{image_id} {url or ''}"
+        case CodePart(language=language, code=code):
+            detail = f"({language or 'plain'}) {preview(code)}"
+    return f"{part.type} {detail}".rstrip()
+
+
+def describe_metadata(metadata: MessageMetadata) -> str | None:
+    """Model, tokens, cost and timing on one line, or None when there is nothing to say."""
+    facts: list[str] = []
+    if metadata.model:
+        facts.append(metadata.model + (f" ({metadata.provider})" if metadata.provider else ""))
+    if (usage := metadata.token_usage) is not None:
+        facts.append(
+            f"tokens {usage.prompt_tokens} in + {usage.completion_tokens} out"
+            f" = {usage.total_tokens}"
+        )
+    if (cost := metadata.cost) is not None:
+        facts.append(f"cost {cost.total_cost:.6f} {cost.currency}")
+    if (stats := metadata.stats) is not None:
+        facts.append(f"llm calls {stats.llm_calls}, tool calls {stats.tool_calls}")
+    if metadata.duration_ms is not None:
+        facts.append(f"{metadata.duration_ms} ms")
+    if metadata.finish_reason is not None:
+        facts.append(f"finish {metadata.finish_reason}")
+    return ", ".join(facts) if facts else None
+
+
+def print_thread(thread: Thread, messages: Sequence[Message]) -> None:
+    """Print a thread and its messages as the projected views hold them."""
+    print(f"thread {thread.id} {thread.title!r} (tenant {thread.tenant_id}, user {thread.user_id})")
+    for message in messages:
+        print(f"  [{message.role}] {preview(message.content)}")
+        if message.parts != (TextPart(text=message.content),):
+            for part in message.parts:
+                print(f"      {describe_part(part)}")
+        if (facts := describe_metadata(message.metadata)) is not None:
+            print(f"      {facts}")
+
+
+async def print_events(store: JetStreamMessageStore, thread: Thread) -> None:
+    """Print the thread's events as the stream stores them, with sequence and server time."""
+    log = store.log
+    subject = log.subjects.thread(thread.tenant_id, thread.id)
+    print(f"events in stream {log.stream.name} on {subject}:")
+    async for record in log.read(subject=subject):
+        try:
+            event = log.codec.decode(record.data)
+        except MalformedEventError:
+            kind, actor = "(unreadable)", "-"
+        else:
+            kind, actor = event.event_type, event.actor or "-"
+        when = record.time.isoformat(timespec="milliseconds")
+        print(f"  #{record.sequence:<4} {when}  {kind:<16} {actor:<14} {record.subject}")
+
+
+async def write_demo(store: JetStreamMessageStore) -> Thread:
+    """Write the demo thread and its conversation as the weather agent would."""
+    now = utc_now()
+    thread = Thread(
+        id=ThreadId.new(),
+        tenant_id=TenantId.from_string("acme"),
+        user_id=UserId.from_string("alice"),
+        title="Weather in Paris",
+        created_at=now,
+        updated_at=now,
+    )
+    with event_context(actor="agent:weather", correlation_id=f"req_{uuid7().hex}"):
+        await store.create_thread(thread)
+        for message in weather_conversation(thread.id):
+            await store.create_message(message)
+    return thread
+
+
+async def demo(target: Target) -> int:
+    """Write a conversation, print views and events, and check a rebuilt view matches."""
+    # Without --data-dir the embedded server keeps its store in a temporary directory.
+    async with (
+        nats_server(target.nats_url, target.data_dir) as url,
+        await connect(target, url) as store,
+    ):
+        thread = await write_demo(store)
+        projected = await store.get_thread(thread.id)
+        if projected is None:  # pragma: no cover - the store reads its own writes
+            raise ConvlogError(f"thread {thread.id!r} is missing from the views")
+        print_thread(projected, await store.list_messages(thread.id))
+        print()
+        await print_events(store, thread)
+        print()
+        async with await connect(target, url) as rebuilt:
+            end = await store.log.last_sequence()
+            await store.wait_for(end)
+            await rebuilt.wait_for(end)
+            live, fresh = store.views.digest(), rebuilt.views.digest()
+    if live != fresh:
+        print(
+            f"rebuilt view matches: NO (live digest {live[:_DIGEST_SHOWN]}…, "
+            f"rebuilt {fresh[:_DIGEST_SHOWN]}…)"
+        )
+        return EXIT_ERROR
+    print(f"rebuilt view matches: yes (digest {live[:_DIGEST_SHOWN]}…)")
+    return EXIT_OK
+
+
+# --- convlog serve --------------------------------------------------------------------------
+
+
+async def until_stopped(stop: asyncio.Event, work: Awaitable[_T]) -> _T | None:
+    """Await ``work``, or cancel it and return None once ``stop`` is set."""
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    return None if task.cancelled() else task.result()
+
+
+async def serve(target: Target, interval: float) -> int:
+    """Keep a projection of the stream running until SIGINT or SIGTERM, reporting progress."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        data_dir = target.data_dir or Path(platformdirs.user_data_dir("convlog")) / "nats"
+        async with nats_server(target.nats_url, data_dir) as url:
+            store = await until_stopped(stop, connect(target, url))
+            if store is None:
+                return EXIT_OK
+            async with store:
+                print(f"serving projection of stream {target.stream} at {url}", flush=True)
+                while not stop.is_set():
+                    health = await store.health_check()
+                    print(
+                        f"applied sequence {health.applied_sequence}, health {health.status}, "
+                        f"{'connected' if health.connected else 'disconnected'}, "
+                        f"skipped {len(health.skipped)}",
+                        flush=True,
+                    )
+                    if health.status == "failed":
+                        raise ConvlogError(health.detail)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=interval)
+        print("stopped", flush=True)
+        return EXIT_OK
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+
+
+# --- the command line -----------------------------------------------------------------------
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse type: a number of seconds greater than zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``convlog`` argument parser, with one sub-command per job."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--nats-url",
+        default=os.environ.get("NATS_URL") or None,
+        help="NATS server URL (default: $NATS_URL, else an embedded nats-server)",
+    )
+    common.add_argument("--stream", default="CONVLOG", help="JetStream stream name")
+    common.add_argument("--subject-prefix", default="convlog", help="subject prefix of events")
+    common.add_argument(
+        "--connect-timeout",
+        type=positive_seconds,
+        default=ConnectOptions().connect_timeout,
+        help="seconds to wait for the server (default: %(default)s)",
+    )
+    common.add_argument("-v", "--verbose", action="store_true", help="log warnings and progress")
+
+    parser = argparse.ArgumentParser(
+        prog="convlog", description="An event-sourced conversation log on NATS JetStream."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo_parser = commands.add_parser(
+        "demo",
+        parents=[common],
+        help="write an agent conversation, show views and events, check a rebuild",
+    )
+    demo_parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="embedded server's store (default: a temporary dir; ignored with --nats-url)",
+    )
+    serve_parser = commands.add_parser(
+        "serve", parents=[common], help="run a projection of the stream until interrupted"
+    )
+    serve_parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="embedded server's store (default: the user data dir; ignored with --nats-url)",
+    )
+    serve_parser.add_argument(
+        "--interval",
+        type=positive_seconds,
+        default=10.0,
+        help="seconds between status lines (default: %(default)s)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``convlog`` with ``argv`` (default: the process's arguments); return the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.ERROR,
+        format="convlog: %(levelname)s %(name)s: %(message)s",
+    )
+    target = Target(
+        nats_url=args.nats_url,
+        data_dir=args.data_dir,
+        stream=args.stream,
+        subject_prefix=args.subject_prefix,
+        connect_timeout=args.connect_timeout,
+    )
+    command = serve(target, args.interval) if args.command == "serve" else demo(target)
+    try:
+        return asyncio.run(command)
+    except EmbeddedServerError as err:
+        print(f"convlog: {one_line(err)}", file=sys.stderr)
+        return EXIT_NO_SERVER
+    except ConvlogError as err:
+        print(f"convlog: {one_line(err)}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def one_line(err: BaseException) -> str:
+    """The error's message with its whitespace folded onto one line."""
+    return " ".join(str(err).split()) or type(err).__name__
