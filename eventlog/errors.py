@@ -69,14 +69,14 @@ class DeletedError(ConvlogError):
 class ConflictError(ConvlogError):
     """Optimistic concurrency failed: the subject moved past the expected sequence."""
 
-    def __init__(self, subject: str, expected: int, actual: int | None) -> None:
+    def __init__(self, subject: str, expected: int | None, actual: int | None) -> None:
         self.subject = subject
         self.expected = expected
         self.actual = actual
-        seen = "unknown" if actual is None else str(actual)
+        wanted = "the expected last sequence" if expected is None else f"last sequence {expected}"
+        seen = "another" if actual is None else str(actual)
         super().__init__(
-            f"conflict on {subject!r}: expected last sequence {expected}, the log has {seen}; "
-            "re-read and retry."
+            f"conflict on {subject!r}: expected {wanted}, the log has {seen}; re-read and retry."
         )
 
 

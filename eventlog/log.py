@@ -12,9 +12,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Final, Self, TypeVar
+from urllib.parse import urlsplit
 
 import msgspec
 import nats
@@ -90,7 +91,6 @@ class ConnectOptions:
     creds_file: str | None = None
     tls: ssl.SSLContext | None = None
     name: str = "convlog"
-    extra_servers: Sequence[str] = field(default=())
 
 
 class LogRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -158,6 +158,7 @@ class EventLog:
         options = options or ConnectOptions()
         urls = [servers] if isinstance(servers, str) else list(servers)
         url = ",".join(urls)
+        await _probe(urls, url, options.connect_timeout)
         try:
             nc = await asyncio.wait_for(
                 nats.connect(
@@ -231,12 +232,17 @@ class EventLog:
             problems.append(f"subjects {existing.subjects} do not include {self.subjects.all!r}")
         if not existing.deny_delete or not existing.deny_purge:
             problems.append("it allows deleting or purging messages")
+        if existing.storage != api.StorageType.FILE:
+            problems.append("it is kept in memory, not on disk")
+        if not existing.allow_direct:
+            problems.append("direct get is off (allow_direct), which retries rely on")
         if problems:
             raise ValidationError(
                 f"stream {self.stream.name!r} exists but is not fit for an audit log: "
                 + "; ".join(problems)
                 + ". Use another stream name or fix its configuration."
             )
+        self.supports_atomic = self.supports_atomic and bool(existing.allow_atomic)
 
     async def _guard(self, call: Awaitable[_T], what: str) -> _T:
         try:
@@ -257,7 +263,6 @@ class EventLog:
         event: Event,
         *,
         expected_last_subject_sequence: int | None = None,
-        payload: bytes | None = None,
     ) -> int:
         """Append one event and return its stream sequence.
 
@@ -266,7 +271,7 @@ class EventLog:
         raises :class:`ConflictError`. Retrying the same event is safe: the server
         recognises its id and stores it once.
         """
-        payload = self.encode(event) if payload is None else payload
+        payload = self.encode(event)
         subject = self.subjects.thread(event.tenant_id, event.thread_id)
         headers = {
             api.Header.MSG_ID: event.event_id,
@@ -284,7 +289,7 @@ class EventLog:
             raise ConflictError(
                 subject, expected_last_subject_sequence or 0, _actual_sequence(ack.error)
             )
-        raise self._refused(ack.error, subject)
+        raise self._refused(ack.error, subject, len(payload))
 
     async def append_batch(
         self, events: Sequence[Event], *, expected: Sequence[int | None] | None = None
@@ -298,13 +303,21 @@ class EventLog:
         if not 0 < count <= MAX_BATCH:
             raise ValidationError(f"a batch holds 1 to {MAX_BATCH} events, not {count}")
         if not self.supports_atomic:
-            raise ConvlogError("atomic batches need nats-server 2.12 or newer")
-        expected = expected or [None] * count
+            raise ConvlogError(
+                f"stream {self.stream.name!r} does not take atomic batches "
+                "(needs nats-server 2.12 or newer and allow_atomic)"
+            )
+        expected = [None] * count if expected is None else list(expected)
+        if len(expected) != count:
+            raise ValidationError(f"{len(expected)} expectations given for {count} events")
+        # Encode and check everything before the first publish: a batch fails whole or not at all.
+        payloads = [self.encode(event) for event in events]
         batch_id = uuid7().hex
         seen: set[str] = set()
         ack = _PubAck()
-        for index, (event, expect) in enumerate(zip(events, expected, strict=True), start=1):
-            payload = self.encode(event)
+        for index, (event, payload, expect) in enumerate(
+            zip(events, payloads, expected, strict=True), start=1
+        ):
             subject = self.subjects.thread(event.tenant_id, event.thread_id)
             headers = {
                 api.Header.MSG_ID: event.event_id,
@@ -321,9 +334,10 @@ class EventLog:
             headers[api.Header.BATCH_COMMIT] = "1"
             ack = await self._request(subject, payload, headers)
         if ack.error is not None:
+            where = f"batch {batch_id}"
             if ack.error.err_code in (JS_WRONG_LAST_SEQUENCE, JS_BATCH_WRONG_LAST_SEQUENCE):
-                raise ConflictError(f"batch {batch_id}", 0, _actual_sequence(ack.error))
-            raise self._refused(ack.error, f"batch {batch_id}")
+                raise ConflictError(where, None, _actual_sequence(ack.error))
+            raise self._refused(ack.error, where, sum(map(len, payloads)))
         return list(range(ack.seq - count + 1, ack.seq + 1))
 
     async def _request(self, subject: str, payload: bytes, headers: dict[str, str]) -> _PubAck:
@@ -348,9 +362,9 @@ class EventLog:
             return None
         return last[0]
 
-    def _refused(self, error: _ApiError, where: str) -> ConvlogError:
+    def _refused(self, error: _ApiError, where: str, size: int) -> ConvlogError:
         if error.err_code == JS_MESSAGE_TOO_LARGE:
-            return PayloadTooLargeError(0, self.max_payload, what=f"a message to {where}")
+            return PayloadTooLargeError(size, self.max_payload, what=f"a message to {where}")
         return ConvlogError(
             f"JetStream refused the append to {where}: {error.description} (code {error.err_code})"
         )
@@ -451,6 +465,29 @@ class Follower:
         """Unsubscribe; the ephemeral consumer goes away with it."""
         with contextlib.suppress(nats.errors.Error):
             await self._subscription.unsubscribe()
+
+
+async def _probe(urls: Sequence[str], url: str, seconds: float) -> None:
+    """Fail fast when no server accepts TCP connections at all.
+
+    The client reconnects forever once connected (a server restart must not kill a store),
+    and nats-py applies that to the first connect too; without this probe a wrong URL
+    would hang for the whole connect timeout instead of failing with its reason.
+    """
+    reasons = []
+    for candidate in urls:
+        parts = urlsplit(candidate if "://" in candidate else f"nats://{candidate}")
+        host, port = parts.hostname or "localhost", parts.port or 4222
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), seconds)
+        except OSError as err:  # TimeoutError is an OSError too
+            reasons.append(f"{host}:{port}: {err.strerror or 'timed out'}")
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return
+    raise UnavailableError(url, "no server accepts connections (" + "; ".join(reasons) + ")")
 
 
 def _actual_sequence(error: _ApiError) -> int | None:

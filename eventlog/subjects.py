@@ -37,9 +37,12 @@ def decode_token(token: str) -> str:
     body = token[1:].upper()
     padded = body + "=" * (-len(body) % 8)
     try:
-        return base64.b32decode(padded).decode("utf-8")
+        value = base64.b32decode(padded).decode("utf-8")
     except (ValueError, UnicodeDecodeError) as err:
         raise ValidationError(f"subject token {token!r} is not a valid encoded id") from err
+    if not value or encode_token(value) != token:  # only what encode_token writes: one-to-one
+        raise ValidationError(f"subject token {token!r} is not a canonical encoded id")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
