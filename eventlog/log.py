@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -62,6 +63,7 @@ MAX_BATCH: Final = 1000
 """The server's limit of messages in one atomic batch."""
 
 HEADER_EVENT_TYPE: Final = "Convlog-Event-Type"
+_STREAM_NAME: Final = re.compile(r"[A-Za-z0-9_\-]{1,255}")
 _HEADER_OVERHEAD: Final = 512
 """Room kept for headers when checking a payload against the server's max payload."""
 
@@ -75,6 +77,13 @@ class StreamSettings:
     replicas: int = 1
     duplicate_window: float = 120.0
     """Seconds during which a retried event id is recognised and stored once."""
+
+    def __post_init__(self) -> None:
+        if not _STREAM_NAME.fullmatch(self.name):
+            raise ValidationError(
+                f"stream name {self.name!r} must be letters, digits, '_' or '-' (at most 255)"
+            )
+        Subjects(self.subject_prefix)  # validates the prefix
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

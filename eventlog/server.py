@@ -87,7 +87,11 @@ class EmbeddedNats:
         return self._process.pid if self._process is not None else None
 
     async def __aenter__(self) -> str:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            self._cleanup()
+            raise
         return self.url
 
     async def __aexit__(
@@ -97,6 +101,9 @@ class EmbeddedNats:
         traceback: TracebackType | None,
     ) -> None:
         await self.stop()
+        self._cleanup()
+
+    def _cleanup(self) -> None:
         if self._temp is not None:
             self._temp.cleanup()
 
@@ -127,7 +134,10 @@ class EmbeddedNats:
             # Popen, not asyncio's subprocess: the server may outlive the loop that started it
             # (a session-wide test fixture), and Popen ties it to no loop.
             process = subprocess.Popen(  # noqa: S603, ASYNC220 - our own binary and config
-                [str(binary), "-c", str(config)], stdout=log, stderr=subprocess.STDOUT
+                [str(binary), "-c", str(config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a terminal's Ctrl-C is for us, not for the server
             )
         finally:
             log.close()

@@ -5,8 +5,9 @@ the log stores it, then checks that a fresh store rebuilds the same views from t
 ``convlog serve`` keeps a projection of the stream running and reports how far it got.
 Both use the server at ``--nats-url`` (default ``$NATS_URL``), or start an embedded one.
 
-Exit codes: 0 done, 1 a convlog error (one line on stderr), 2 no server could be started
-(or a usage error, as argparse reports it), 130 interrupted before the work began.
+Exit codes: 0 done (``serve`` also after SIGINT or SIGTERM), 1 a convlog error, reported
+as one line on stderr, 2 the embedded server could not start (or a usage error, as argparse
+reports it), 130 interrupted by Ctrl-C outside ``serve``'s signal handling.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ from projections.commands import utc_now
 from projections.store import JetStreamMessageStore
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 
 __all__ = ["main"]
 
@@ -87,7 +88,10 @@ class Target:
 
 @contextlib.asynccontextmanager
 async def nats_server(url: str | None, data_dir: Path | None) -> AsyncIterator[str]:
-    """Yield ``url`` if given, else the URL of an embedded server kept in ``data_dir``."""
+    """Yield ``url`` if given, else the URL of an embedded server kept in ``data_dir``.
+
+    Without ``data_dir`` the server's store is a temporary directory, removed afterwards.
+    """
     if url:
         yield url
         return
@@ -249,7 +253,6 @@ async def write_demo(store: JetStreamMessageStore) -> Thread:
 
 async def demo(target: Target) -> int:
     """Write a conversation, print views and events, and check a rebuilt view matches."""
-    # Without --data-dir the embedded server keeps its store in a temporary directory.
     async with (
         nats_server(target.nats_url, target.data_dir) as url,
         await connect(target, url) as store,
@@ -359,7 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=ConnectOptions().connect_timeout,
         help="seconds to wait for the server (default: %(default)s)",
     )
-    common.add_argument("-v", "--verbose", action="store_true", help="log warnings and progress")
+    common.add_argument(
+        "-v", "--verbose", action="store_true", help="also log warnings, e.g. reconnects"
+    )
 
     parser = argparse.ArgumentParser(
         prog="convlog", description="An event-sourced conversation log on NATS JetStream."
@@ -392,13 +397,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def logging_to_stderr(*, verbose: bool) -> Iterator[None]:
+    """Log errors (with ``verbose``, also warnings and info) to stderr while the block runs.
+
+    Quiet by default: the connection's retry warnings would bury the one-line error. The
+    handler is removed afterwards, so calling :func:`main` in-process leaves logging as found.
+    """
+    root = logging.getLogger()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("convlog: %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO if verbose else logging.ERROR)
+    level = root.level
+    root.addHandler(handler)
+    if verbose:
+        root.setLevel(min(level, logging.INFO) if level else logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``convlog`` with ``argv`` (default: the process's arguments); return the exit code."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.ERROR,
-        format="convlog: %(levelname)s %(name)s: %(message)s",
-    )
     target = Target(
         nats_url=args.nats_url,
         data_dir=args.data_dir,
@@ -408,7 +431,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     command = serve(target, args.interval) if args.command == "serve" else demo(target)
     try:
-        return asyncio.run(command)
+        with logging_to_stderr(verbose=args.verbose):
+            return asyncio.run(command)
     except EmbeddedServerError as err:
         print(f"convlog: {one_line(err)}", file=sys.stderr)
         return EXIT_NO_SERVER

@@ -193,6 +193,16 @@ class Views:
 
     # --- queries ---------------------------------------------------------------------------
 
+    @property
+    def thread_count(self) -> int:
+        """Threads in the views, deleted ones included."""
+        return len(self._threads)
+
+    @property
+    def message_count(self) -> int:
+        """Messages in the views, deleted ones included."""
+        return len(self._messages)
+
     def head(self, subject: str) -> SubjectHead | None:
         """The last record on ``subject``, or None when the subject is empty."""
         return self._heads.get(subject)

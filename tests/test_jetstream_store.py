@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import nats
 import pytest
 
-from conftest import StoreFactory
 from eventlog import (
     EventLog,
     Message,
@@ -18,6 +18,10 @@ from eventlog import (
     event_context,
     event_digest,
 )
+from projections import JetStreamMessageStore
+
+if TYPE_CHECKING:
+    from conftest import StoreFactory
 
 
 async def write_conversation(store: object, turns: int = 5) -> Thread:
@@ -169,8 +173,6 @@ async def test_store_waits_for_nothing_when_asked_not_to(
     connect_store: StoreFactory, nats_url: str, stream_settings: StreamSettings
 ) -> None:
     """wait_until_ready=False returns at once; wait_for then reaches the stream's end."""
-    from projections import JetStreamMessageStore
-
     writer = await connect_store()
     thread = await write_conversation(writer, turns=20)
     log = await EventLog.connect(nats_url, stream=stream_settings)
