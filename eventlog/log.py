@@ -272,15 +272,20 @@ class EventLog:
         event: Event,
         *,
         expected_last_subject_sequence: int | None = None,
+        payload: bytes | None = None,
     ) -> int:
         """Append one event and return its stream sequence.
 
         With ``expected_last_subject_sequence`` the append succeeds only if the thread's
         subject still ends at that sequence (0: the subject must be empty); otherwise it
         raises :class:`ConflictError`. Retrying the same event is safe: the server
-        recognises its id and stores it once.
+        recognises its id and stores it once. ``payload`` is the event's bytes from
+        :meth:`encode`, for a caller that already has them.
         """
-        payload = self.encode(event)
+        if payload is None:
+            payload = self.encode(event)
+        elif len(payload) > self.max_payload - _HEADER_OVERHEAD:
+            raise PayloadTooLargeError(len(payload), self.max_payload - _HEADER_OVERHEAD)
         subject = self.subjects.thread(event.tenant_id, event.thread_id)
         headers = {
             api.Header.MSG_ID: event.event_id,

@@ -404,7 +404,14 @@ class JetStreamMessageStore(_ProjectedStore):
         )
 
     async def _commit(self, event: AnyEvent, expected: int) -> None:
-        sequence = await self.log.append(event, expected_last_subject_sequence=expected)
+        payload = self.log.encode(event)
+        sequence = await self.log.append(
+            event, expected_last_subject_sequence=expected, payload=payload
+        )
+        subject = self._subjects.thread(event.tenant_id, event.thread_id)
+        self._worker.fold_own(
+            LogRecord(sequence=sequence, time=event.occurred_at, subject=subject, data=payload)
+        )
         await self._worker.wait_for(sequence)
 
     async def _catch_up(self, conflict: ConflictError) -> None:

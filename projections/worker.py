@@ -49,7 +49,20 @@ class ProjectionWorker:
             self._follower = None
         self._release(ProjectionError("the store was closed"))
 
+    def fold_own(self, record: LogRecord) -> None:
+        """Fold a record this process just appended, if it is the very next one.
+
+        Then a writer need not wait for the stream to deliver its own event back; the
+        delivery that follows is recognised by its sequence and skipped. A record with
+        others' records before it is left for the stream to deliver in order.
+        """
+        if self.failure is None and record.sequence == self.projection.sequence + 1:
+            self._fold(record)
+
     async def _on_record(self, record: LogRecord) -> None:
+        self._fold(record)
+
+    def _fold(self, record: LogRecord) -> None:
         if self.failure is not None:
             return
         try:
