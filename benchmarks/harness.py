@@ -23,6 +23,8 @@ class Result:
     baseline: float
     target: str
     higher_is_better: bool
+    note: str = ""
+    """What else the run showed, e.g. a snapshot's size."""
 
     @property
     def ratio(self) -> float:
@@ -56,20 +58,26 @@ def now() -> float:
 
 def print_table(results: list[Result]) -> None:
     """Print case, ours, baseline, ratio and target as one aligned table."""
-    header = ("case", "ours", "baseline", "ratio", "target")
+    header = ("case", "ours", "baseline", "ratio", "target", "note")
     rows = [
         (
             r.case,
-            f"{r.ours:,.1f} {r.unit}",
-            f"{r.baseline:,.1f} {r.unit}",
+            f"{r.ours:,.{_decimals(r.ours)}f} {r.unit}",
+            f"{r.baseline:,.{_decimals(r.baseline)}f} {r.unit}",
             f"{r.ratio:.2f}x",
             r.target,
+            r.note,
         )
         for r in results
     ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, tuple("-" * w for w in widths), *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+def _decimals(value: float) -> int:
+    """Two decimals for small figures (seconds), one for large ones."""
+    return 2 if abs(value) < 100 else 1
 
 
 def write_json(results: list[Result], path: Path, machine: dict[str, str]) -> None:

@@ -3,6 +3,8 @@
 Everything public is importable from here: ``from eventlog import Thread, EventLog``.
 """
 
+from eventlog.blobs import BlobBucket
+from eventlog.connection import ConnectionState
 from eventlog.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -81,6 +83,25 @@ from eventlog.subjects import (
     decode_token,
     encode_token,
 )
+from eventlog.subscription import (
+    Attaching,
+    Delivery,
+    DurableSubscription,
+    EventFilter,
+    Start,
+    Subscription,
+    SubscriptionContext,
+    server_time,
+)
+from eventlog.transfer import (
+    ExportedEvent,
+    ExportReport,
+    ImportReport,
+    export_events,
+    import_events,
+)
+from eventlog.upcast import UPCASTERS, Upcasters, UpcastStep
+from eventlog.verify import ChainBreak, ChainVerifier, VerifyReport, verify_chains
 
 __all__ = [
     "I64",
@@ -88,26 +109,38 @@ __all__ = [
     "SCHEMA_VERSION",
     "U32",
     "U64",
+    "UPCASTERS",
     "AlreadyExistsError",
     "AnyEvent",
+    "Attaching",
+    "BlobBucket",
+    "ChainBreak",
+    "ChainVerifier",
     "CodePart",
     "ConflictError",
     "ConnectOptions",
+    "ConnectionState",
     "ConvlogError",
     "CostInfo",
     "DeletedError",
+    "Delivery",
+    "DurableSubscription",
     "EmbeddedNats",
     "EmbeddedServerError",
     "Event",
     "EventCodec",
     "EventContext",
+    "EventFilter",
     "EventLog",
     "ExecutionId",
     "ExecutionStats",
+    "ExportReport",
+    "ExportedEvent",
     "FilePart",
     "FinishReason",
     "Follower",
     "ImagePart",
+    "ImportReport",
     "LogRecord",
     "MalformedEventError",
     "Message",
@@ -124,9 +157,12 @@ __all__ = [
     "ProjectionError",
     "ReasoningPart",
     "SourcePart",
+    "Start",
     "StoredEvent",
     "StreamSettings",
     "Subjects",
+    "Subscription",
+    "SubscriptionContext",
     "TenantId",
     "TextPart",
     "Thread",
@@ -138,13 +174,20 @@ __all__ = [
     "ToolCallPart",
     "ToolResultPart",
     "UnavailableError",
+    "UpcastStep",
+    "Upcasters",
     "UserId",
     "ValidationError",
+    "VerifyReport",
     "current_context",
     "decode_token",
     "encode_token",
     "event_context",
     "event_digest",
+    "export_events",
     "find_nats_server",
+    "import_events",
     "new_event_id",
+    "server_time",
+    "verify_chains",
 ]

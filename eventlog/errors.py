@@ -37,12 +37,12 @@ class ConvlogError(Exception):
 
 
 class NotFoundError(ConvlogError):
-    """An update or delete named an id the log has never seen."""
+    """A write or an audit query named an id the log has never seen."""
 
-    def __init__(self, kind: str, entity_id: str) -> None:
+    def __init__(self, kind: str, entity_id: str, advice: str = "create it first") -> None:
         self.kind = kind
         self.entity_id = entity_id
-        super().__init__(f"{kind} {entity_id!r} does not exist; create it first.")
+        super().__init__(f"{kind} {entity_id!r} does not exist; {advice}.")
 
 
 class AlreadyExistsError(ConvlogError):

@@ -19,6 +19,7 @@ from uuid_utils import uuid7
 
 from eventlog.errors import PayloadTooLargeError, ValidationError
 from eventlog.model import Message, Thread
+from eventlog.upcast import UPCASTERS, Upcasters
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -190,12 +191,14 @@ class _Version(msgspec.Struct):
 class EventCodec:
     """Encodes events to bytes and back; built once, reused for every event."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, upcasters: Upcasters = UPCASTERS) -> None:
         self._encoder = msgspec.json.Encoder(enc_hook=_encode_model)
         self._decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(
             AnyEvent, dec_hook=_decode_model
         )
         self._version = msgspec.json.Decoder(_Version)
+        self._object = msgspec.json.Decoder(dict[str, Any])
+        self._upcasters = upcasters
 
     def encode(self, event: Event, *, limit: int | None = None) -> bytes:
         """The bytes stored for ``event``; PayloadTooLargeError if over ``limit`` bytes."""
@@ -204,18 +207,38 @@ class EventCodec:
             raise PayloadTooLargeError(len(payload), limit, what=f"event {event.event_type}")
         return payload
 
-    def decode(self, payload: bytes) -> AnyEvent:
-        """Read an event, or raise :class:`MalformedEventError` saying why it cannot be read."""
-        try:
-            return self._decoder.decode(payload)
-        except (msgspec.DecodeError, pydantic.ValidationError) as err:
-            raise MalformedEventError(self._describe(payload, err)) from err
+    def encode_stored(self, stored: StoredEvent) -> bytes:
+        """A stored event as one JSON document: sequence, time, subject and the event."""
+        return self._encoder.encode(stored)
 
-    def _describe(self, payload: bytes, err: Exception) -> str:
+    def decode(self, payload: bytes) -> AnyEvent:
+        """Read an event, upcasting an older shape; :class:`MalformedEventError` says why not."""
+        try:
+            event = self._decoder.decode(payload)
+        except (msgspec.DecodeError, pydantic.ValidationError) as err:
+            return self._decode_other(payload, err)
+        if event.schema_version != SCHEMA_VERSION:
+            return self._decode_other(payload, None)
+        return event
+
+    def _decode_other(self, payload: bytes, err: Exception | None) -> AnyEvent:
+        """An event not in the current shape: an older one (upcast it), a newer one, or junk."""
         try:
             version = self._version.decode(payload).schema_version
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            return f"not a convlog event: {err}"
+        except msgspec.DecodeError:
+            raise MalformedEventError(f"not a convlog event: {err}") from err
         if version > SCHEMA_VERSION:
-            return f"schema version {version} is newer than this code reads ({SCHEMA_VERSION})"
-        return f"invalid event: {err}"
+            raise MalformedEventError(
+                f"schema version {version} is newer than this code reads ({SCHEMA_VERSION})"
+            ) from err
+        if version == SCHEMA_VERSION:
+            raise MalformedEventError(f"invalid event: {err}") from err
+        try:
+            current = self._upcasters.upcast(
+                self._object.decode(payload), version=version, target=SCHEMA_VERSION
+            )
+            return self._decoder.decode(self._encoder.encode(current))
+        except (msgspec.DecodeError, pydantic.ValidationError, LookupError, TypeError) as bad:
+            raise MalformedEventError(
+                f"invalid event of schema version {version}, even after upcasting: {bad}"
+            ) from bad

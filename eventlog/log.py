@@ -12,9 +12,9 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Final, Self, TypeVar
 from urllib.parse import urlsplit
 
@@ -25,6 +25,7 @@ import nats.js.errors
 from nats.js import api
 from uuid_utils import uuid7
 
+from eventlog.connection import ConnectionState
 from eventlog.errors import (
     ConflictError,
     ConvlogError,
@@ -34,6 +35,15 @@ from eventlog.errors import (
 )
 from eventlog.events import Event, EventCodec
 from eventlog.subjects import Subjects
+from eventlog.subscription import (
+    Attaching,
+    DurableSubscription,
+    EventFilter,
+    Start,
+    Subscription,
+    SubscriptionContext,
+    server_time,
+)
 
 if TYPE_CHECKING:
     import ssl
@@ -143,6 +153,7 @@ class EventLog:
         url: str,
         stream: StreamSettings,
         options: ConnectOptions,
+        connection: ConnectionState,
         supports_atomic: bool,
     ) -> None:
         self._nc = nc
@@ -152,6 +163,7 @@ class EventLog:
         self.subjects = Subjects(stream.subject_prefix)
         self.codec = EventCodec()
         self._options = options
+        self.connection = connection
         self.supports_atomic = supports_atomic
 
     @classmethod
@@ -168,6 +180,7 @@ class EventLog:
         urls = [servers] if isinstance(servers, str) else list(servers)
         url = ",".join(urls)
         await _probe(urls, url, options.connect_timeout)
+        connection = ConnectionState()
         try:
             nc = await asyncio.wait_for(
                 nats.connect(
@@ -184,14 +197,22 @@ class EventLog:
                     user_credentials=options.creds_file,
                     tls=options.tls,
                     error_cb=_log_error,
+                    disconnected_cb=connection.on_disconnected,
+                    reconnected_cb=connection.on_reconnected,
                 ),
                 timeout=options.connect_timeout * 2,
             )
         except (OSError, TimeoutError, nats.errors.Error) as err:
             raise UnavailableError(url, f"cannot connect ({err!r})") from err
+        await connection.on_connected()
         version = str(nc._server_info.get("version", "0.0.0"))  # noqa: SLF001 - no public getter
         log = cls(
-            nc, url=url, stream=stream, options=options, supports_atomic=_at_least(version, 2, 12)
+            nc,
+            url=url,
+            stream=stream,
+            options=options,
+            connection=connection,
+            supports_atomic=_at_least(version, 2, 12),
         )
         try:
             await log._ensure_stream()
@@ -206,9 +227,14 @@ class EventLog:
         return self._nc.max_payload
 
     @property
+    def jetstream(self) -> JetStreamContext:
+        """The connection's JetStream context, for buckets kept beside the stream."""
+        return self._js
+
+    @property
     def is_connected(self) -> bool:
         """Whether the client is connected right now (it reconnects on its own)."""
-        return self._nc.is_connected
+        return self.connection.is_connected
 
     async def close(self) -> None:
         """Close the connection; pending acks are abandoned."""
@@ -406,6 +432,77 @@ class EventLog:
             return None
         return int(headers["Nats-Sequence"]), headers.get(api.Header.MSG_ID, "")
 
+    def subscribe(
+        self,
+        *,
+        tenant_id: str | None = None,
+        thread_id: str | None = None,
+        execution_id: str | None = None,
+        event_types: Collection[str] | None = None,
+        start: Start = "new",
+        follow: bool = True,
+        buffer: int = 1024,
+    ) -> Attaching[Subscription]:
+        """An ordered, gap-free iterator of typed events, filtered; await it or ``async with``.
+
+        ``start``: "new" (default), "beginning", the last sequence already seen (resume), or
+        a datetime. With ``follow=False`` the iteration ends once it has caught up. At most
+        ``buffer`` events wait in this process; beyond that they wait on the server.
+
+        >>> async with log.subscribe(tenant_id="acme", start="beginning") as events:
+        ...     async for stored in events:
+        ...         print(stored.sequence, stored.event.event_type)
+        """
+        event_filter = EventFilter(
+            tenant_id=tenant_id,
+            thread_id=thread_id,
+            execution_id=execution_id,
+            event_types=event_types,
+        )
+        return Attaching(
+            Subscription(
+                self._subscription_context, event_filter, start, buffer=buffer, follow=follow
+            )
+        )
+
+    def subscribe_durable(
+        self,
+        name: str,
+        *,
+        tenant_id: str | None = None,
+        thread_id: str | None = None,
+        execution_id: str | None = None,
+        event_types: Collection[str] | None = None,
+        start: Start = "beginning",
+        ack_wait: timedelta = timedelta(seconds=30),
+        max_ack_pending: int = 1000,
+    ) -> Attaching[DurableSubscription]:
+        """A named durable consumer with explicit acks: at-least-once, shared by workers."""
+        if not _STREAM_NAME.fullmatch(name):
+            raise ValidationError(f"durable name {name!r} must be letters, digits, '_' or '-'")
+        event_filter = EventFilter(
+            tenant_id=tenant_id,
+            thread_id=thread_id,
+            execution_id=execution_id,
+            event_types=event_types,
+        )
+        return Attaching(
+            DurableSubscription(
+                self._subscription_context,
+                name,
+                event_filter,
+                start,
+                ack_wait=ack_wait,
+                max_ack_pending=max_ack_pending,
+            )
+        )
+
+    @property
+    def _subscription_context(self) -> SubscriptionContext:
+        return SubscriptionContext(
+            self._js, self.stream.name, self.subjects, self.codec, self.connection
+        )
+
     async def follow(
         self, on_record: OnRecord, *, start_sequence: int = 1, subject: str | None = None
     ) -> Follower:
@@ -420,7 +517,7 @@ class EventLog:
             await on_record(
                 LogRecord(
                     sequence=meta.sequence.stream,
-                    time=meta.timestamp,
+                    time=server_time(msg),
                     subject=msg.subject,
                     data=msg.data,
                     pending=meta.num_pending,
@@ -447,7 +544,7 @@ class EventLog:
 
     async def read(
         self, *, start_sequence: int = 1, subject: str | None = None
-    ) -> AsyncIterator[LogRecord]:
+    ) -> AsyncGenerator[LogRecord]:
         """Yield the records stored now, from ``start_sequence`` up to the current end."""
         queue: asyncio.Queue[LogRecord] = asyncio.Queue(maxsize=10_000)
         follower = await self.follow(queue.put, start_sequence=start_sequence, subject=subject)

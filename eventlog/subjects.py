@@ -71,6 +71,12 @@ class Subjects:
         """The subject that carries every event of one thread."""
         return f"{self.prefix}.{encode_token(tenant_id)}.{encode_token(thread_id)}"
 
+    def matching(self, tenant_id: str | None, thread_id: str | None) -> str:
+        """The filter for one tenant and/or one thread; None matches any."""
+        tenant = "*" if tenant_id is None else encode_token(tenant_id)
+        thread = "*" if thread_id is None else encode_token(thread_id)
+        return f"{self.prefix}.{tenant}.{thread}"
+
     def parse(self, subject: str) -> tuple[str, str]:
         """Return ``(tenant_id, thread_id)`` for a thread subject under this prefix."""
         head = self.prefix + "."

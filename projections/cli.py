@@ -21,6 +21,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TypeVar
 
@@ -28,38 +29,42 @@ import platformdirs
 from uuid_utils import uuid7
 
 from eventlog import (
-    CodePart,
     ConnectOptions,
     ConvlogError,
     CostInfo,
     EmbeddedNats,
     EmbeddedServerError,
+    EventLog,
     ExecutionId,
     ExecutionStats,
-    FilePart,
     FinishReason,
-    ImagePart,
     MalformedEventError,
     Message,
+    MessageCreated,
     MessageMetadata,
-    MessagePart,
+    MessageUpdated,
     ReasoningPart,
-    SourcePart,
+    Start,
+    StoredEvent,
+    StreamSettings,
     TenantId,
     TextPart,
     Thread,
+    ThreadCreated,
     ThreadId,
+    ThreadUpdated,
     TokenUsage,
     ToolCallPart,
     ToolResultPart,
     UserId,
     event_context,
 )
+from projections._render import Colours, message_lines, preview
 from projections.commands import utc_now
 from projections.store import JetStreamMessageStore
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterator, Sequence
 
 __all__ = ["main"]
 
@@ -68,8 +73,6 @@ EXIT_ERROR: Final = 1
 EXIT_NO_SERVER: Final = 2
 EXIT_INTERRUPTED: Final = 130
 
-_PREVIEW: Final = 60
-"""Characters of free text shown per line before it is cut with an ellipsis."""
 _DIGEST_SHOWN: Final = 12
 
 _T = TypeVar("_T")
@@ -105,6 +108,15 @@ async def connect(target: Target, url: str) -> JetStreamMessageStore:
         url,
         stream=target.stream,
         subject_prefix=target.subject_prefix,
+        options=ConnectOptions(connect_timeout=target.connect_timeout),
+    )
+
+
+async def open_log(target: Target, url: str) -> EventLog:
+    """Connect to the target's stream as a bare log, without views, to read or append."""
+    return await EventLog.connect(
+        url,
+        stream=StreamSettings(name=target.stream, subject_prefix=target.subject_prefix),
         options=ConnectOptions(connect_timeout=target.connect_timeout),
     )
 
@@ -157,64 +169,12 @@ def weather_conversation(thread_id: ThreadId) -> list[Message]:
     return [system, question, answer]
 
 
-def preview(text: str) -> str:
-    """``text`` on one line, quoted, cut to a readable length."""
-    flat = " ".join(text.split())
-    return repr(flat if len(flat) <= _PREVIEW else flat[: _PREVIEW - 1] + "…")
-
-
-def describe_part(part: MessagePart) -> str:
-    """One line per part: its type, then what matters about it."""
-    detail = ""
-    match part:
-        case TextPart(text=text) | ReasoningPart(text=text):
-            detail = preview(text)
-        case ToolCallPart(tool_name=name, args=args):
-            detail = f"{name} {args!r}"
-        case ToolResultPart(tool_name=name, result=result, is_error=is_error):
-            detail = f"{name} {result!r}" + (" (error)" if is_error else "")
-        case SourcePart(source_id=source_id, url=url):
-            detail = f"{source_id} {url or ''}"
-        case FilePart(filename=filename, mime_type=mime_type, size_bytes=size):
-            detail = f"{filename} ({mime_type}, {size} bytes)"
-        case ImagePart(image_id=image_id, url=url):
-            detail = f"{image_id} {url or ''}"
-        case CodePart(language=language, code=code):
-            detail = f"({language or 'plain'}) {preview(code)}"
-    return f"{part.type} {detail}".rstrip()
-
-
-def describe_metadata(metadata: MessageMetadata) -> str | None:
-    """Model, tokens, cost and timing on one line, or None when there is nothing to say."""
-    facts: list[str] = []
-    if metadata.model:
-        facts.append(metadata.model + (f" ({metadata.provider})" if metadata.provider else ""))
-    if (usage := metadata.token_usage) is not None:
-        facts.append(
-            f"tokens {usage.prompt_tokens} in + {usage.completion_tokens} out"
-            f" = {usage.total_tokens}"
-        )
-    if (cost := metadata.cost) is not None:
-        facts.append(f"cost {cost.total_cost:.6f} {cost.currency}")
-    if (stats := metadata.stats) is not None:
-        facts.append(f"llm calls {stats.llm_calls}, tool calls {stats.tool_calls}")
-    if metadata.duration_ms is not None:
-        facts.append(f"{metadata.duration_ms} ms")
-    if metadata.finish_reason is not None:
-        facts.append(f"finish {metadata.finish_reason}")
-    return ", ".join(facts) if facts else None
-
-
 def print_thread(thread: Thread, messages: Sequence[Message]) -> None:
     """Print a thread and its messages as the projected views hold them."""
     print(f"thread {thread.id} {thread.title!r} (tenant {thread.tenant_id}, user {thread.user_id})")
     for message in messages:
-        print(f"  [{message.role}] {preview(message.content)}")
-        if message.parts != (TextPart(text=message.content),):
-            for part in message.parts:
-                print(f"      {describe_part(part)}")
-        if (facts := describe_metadata(message.metadata)) is not None:
-            print(f"      {facts}")
+        for line in message_lines(message, Colours(enabled=False)):
+            print(line)
 
 
 async def print_events(store: JetStreamMessageStore, thread: Thread) -> None:
@@ -332,6 +292,92 @@ async def serve(target: Target, interval: float) -> int:
             loop.remove_signal_handler(signum)
 
 
+# --- convlog tail ---------------------------------------------------------------------------
+
+
+def describe_event(stored: StoredEvent) -> str:
+    """One readable line for an event: sequence, time, type, where, who, and what."""
+    event = stored.event
+    where = f"{event.tenant_id}/{event.thread_id}"
+    actor = event.actor or "-"
+    match event:
+        case MessageCreated(message=message) | MessageUpdated(message=message):
+            what = f"[{message.role}] {preview(message.content)}"
+        case ThreadCreated(thread=thread) | ThreadUpdated(thread=thread):
+            what = preview(thread.title or "")
+        case _:
+            what = event.message_id or ""
+    time_text = stored.time.isoformat(timespec="milliseconds")
+    return f"#{stored.sequence:<6} {time_text}  {event.event_type:<16} {where}  {actor}  {what}"
+
+
+async def tail(target: Target, args: argparse.Namespace) -> int:
+    """Print events as they are appended (or, with --no-follow, until caught up)."""
+    start: Start = "new"
+    if args.since is not None:
+        start = args.since
+    elif args.start is not None:
+        start = args.start - 1
+    async with nats_server(target.nats_url, target.data_dir) as url:
+        log = await EventLog.connect(
+            url,
+            stream=StreamSettings(name=target.stream, subject_prefix=target.subject_prefix),
+            options=ConnectOptions(connect_timeout=target.connect_timeout),
+        )
+        try:
+            subscription = log.subscribe(
+                tenant_id=args.tenant,
+                thread_id=args.thread,
+                execution_id=args.execution,
+                event_types=set(args.type) if args.type else None,
+                start=start,
+                follow=args.follow,
+            )
+            async with subscription as events:
+                async for stored in events:
+                    if args.json:
+                        print(log.codec.encode_stored(stored).decode(), flush=True)
+                    else:
+                        print(describe_event(stored), flush=True)
+        finally:
+            await log.close()
+    return EXIT_OK
+
+
+def add_tail_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    """``convlog tail``: follow the log in the terminal."""
+    parser = commands.add_parser(
+        "tail", parents=[common], help="print events as they are written, filtered"
+    )
+    parser.add_argument("--tenant", help="only this tenant's events")
+    parser.add_argument("--thread", help="only this thread's events")
+    parser.add_argument("--execution", help="only this agent execution's events")
+    parser.add_argument(
+        "--type",
+        action="append",
+        help="only events of this type (repeatable), e.g. message.created",
+    )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--from", dest="start", type=int, metavar="SEQ", help="start at this stream sequence"
+    )
+    where.add_argument(
+        "--since", type=datetime.fromisoformat, metavar="TIME", help="start at this ISO time"
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument(
+        "--no-follow", dest="follow", action="store_false", help="stop once caught up"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="embedded server's store (default: the user data dir; ignored with --nats-url)",
+    )
+    parser.set_defaults(run=tail)
+
+
 # --- the command line -----------------------------------------------------------------------
 
 
@@ -380,6 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="embedded server's store (default: a temporary dir; ignored with --nats-url)",
     )
+    demo_parser.set_defaults(run=lambda target, _: demo(target))
     serve_parser = commands.add_parser(
         "serve", parents=[common], help="run a projection of the stream until interrupted"
     )
@@ -394,6 +441,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="seconds between status lines (default: %(default)s)",
     )
+    serve_parser.set_defaults(run=lambda target, args: serve(target, args.interval))
+    add_tail_command(commands, common)
+    from projections._audit_cli import add_audit_commands  # noqa: PLC0415 - it imports this module
+
+    add_audit_commands(commands, common)
     return parser
 
 
@@ -429,7 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         subject_prefix=args.subject_prefix,
         connect_timeout=args.connect_timeout,
     )
-    command = serve(target, args.interval) if args.command == "serve" else demo(target)
+    command: Coroutine[object, object, int] = args.run(target, args)
     try:
         with logging_to_stderr(verbose=args.verbose):
             return asyncio.run(command)

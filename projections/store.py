@@ -31,11 +31,15 @@ from eventlog import (
     Thread,
     ThreadId,
     UserId,
-    ValidationError,
     event_digest,
 )
+from projections._gc import paused_gc
+from projections.audit import Audit
 from projections.commands import Clock, Commands, utc_now
-from projections.views import Projection, SkippedEvent, Views
+from projections.health import Health
+from projections.queries import ViewQueries
+from projections.snapshot import SnapshotInfo, SnapshotPolicy, Snapshots
+from projections.views import Projection
 from projections.worker import ProjectionWorker
 
 if TYPE_CHECKING:
@@ -49,21 +53,6 @@ _MAX_ATTEMPTS = 32
 
 _DEFAULT_MAX_PAYLOAD = 1024 * 1024
 """nats-server's default max payload, applied by the in-memory store too."""
-
-
-class Health(msgspec.Struct, frozen=True, kw_only=True):
-    """How a store is doing: ``status`` is "ok", "degraded" (server away) or "failed"."""
-
-    status: Literal["ok", "degraded", "failed"]
-    applied_sequence: int
-    connected: bool
-    skipped: tuple[SkippedEvent, ...] = ()
-    detail: str = ""
-
-    @property
-    def ok(self) -> bool:
-        """True when the store can both write and read current state."""
-        return self.status == "ok"
 
 
 @runtime_checkable
@@ -160,19 +149,14 @@ class _ThreadLocks:
                 self._locks[key] = (lock, users - 1)
 
 
-class _ProjectedStore:
+class _ProjectedStore(ViewQueries):
     """The MessageStore methods, over views kept by a projection; subclasses commit events."""
 
     def __init__(self, projection: Projection, subjects: Subjects, clock: Clock) -> None:
-        self._projection = projection
+        super().__init__(projection)
         self._subjects = subjects
         self._commands = Commands(projection.views, clock)
         self._locks = _ThreadLocks()
-
-    @property
-    def views(self) -> Views:
-        """The folded state this store answers from."""
-        return self._projection.views
 
     async def _commit(self, event: AnyEvent, expected: int) -> None:
         """Append ``event`` if its subject still ends at ``expected``; return once folded."""
@@ -243,36 +227,6 @@ class _ProjectedStore:
         await self.create_thread(thread)
         return thread
 
-    # --- reads -----------------------------------------------------------------------------
-
-    async def get_thread(self, thread_id: str) -> Thread | None:
-        """The thread, deleted or not, or None."""
-        return self.views.thread(thread_id)
-
-    async def list_threads(
-        self, tenant_id: str, user_id: str, limit: int, offset: int
-    ) -> list[Thread]:
-        """A user's live threads, newest first (log order breaks ties)."""
-        if limit < 0 or offset < 0:
-            raise ValidationError(f"limit and offset must be >= 0, not {limit} and {offset}")
-        return self.views.list_threads(tenant_id, user_id, limit, offset)
-
-    async def get_message(self, message_id: str) -> Message | None:
-        """The message, deleted or not, or None."""
-        return self.views.message(message_id)
-
-    async def list_messages(self, thread_id: str, include_deleted: bool = False) -> list[Message]:  # noqa: FBT001, FBT002 - the seed's signature
-        """A thread's messages in log order."""
-        return self.views.list_messages(thread_id, include_deleted=include_deleted)
-
-    async def get_messages_by_execution(self, execution_id: str) -> list[Message]:
-        """Every message of one agent execution, in log order, deleted ones included."""
-        return self.views.messages_by_execution(execution_id)
-
-    async def count_messages(self, thread_id: str) -> int:
-        """How many live messages a thread has."""
-        return self.views.count_messages(thread_id)
-
 
 class InMemoryMessageStore(_ProjectedStore):
     """The contract without a server: events are encoded and folded at once, in process."""
@@ -286,20 +240,6 @@ class InMemoryMessageStore(_ProjectedStore):
     def name(self) -> str:
         """The seed's name for this store."""
         return "in-memory-message-store"
-
-    @property
-    def requires_network(self) -> bool:
-        """No server involved."""
-        return False
-
-    async def health_check(self) -> Health:
-        """Always ok: nothing can be away."""
-        return Health(
-            status="ok",
-            applied_sequence=self._projection.sequence,
-            connected=True,
-            skipped=tuple(self._projection.skipped),
-        )
 
     async def _commit(self, event: AnyEvent, expected: int) -> None:
         subject = self._subjects.thread(event.tenant_id, event.thread_id)
@@ -318,13 +258,26 @@ class InMemoryMessageStore(_ProjectedStore):
         )
 
 
-class JetStreamMessageStore(_ProjectedStore):
-    """Writes go to a JetStream stream; reads come from views its projection folds."""
+class JetStreamMessageStore(_ProjectedStore, Audit):
+    """Writes go to a JetStream stream; reads come from views its projection folds.
 
-    def __init__(self, log: EventLog, worker: ProjectionWorker, clock: Clock) -> None:
+    It also answers audit queries, shows the past, verifies and rebuilds (:class:`Audit`),
+    and restores and writes snapshots of its views (``snapshots``).
+    """
+
+    def __init__(
+        self,
+        log: EventLog,
+        worker: ProjectionWorker,
+        clock: Clock,
+        *,
+        snapshots: Snapshots | None = None,
+    ) -> None:
         super().__init__(worker.projection, log.subjects, clock)
         self.log = log
         self._worker = worker
+        self.snapshots = snapshots or Snapshots(log)
+        self._snapshot_writer: asyncio.Task[None] | None = None
 
     @classmethod
     async def connect(
@@ -337,31 +290,53 @@ class JetStreamMessageStore(_ProjectedStore):
         options: ConnectOptions | None = None,
         wait_until_ready: bool = True,
         clock: Clock = utc_now,
+        snapshots: SnapshotPolicy | None = None,
     ) -> Self:
         """Connect to NATS, open (or create) the stream, and start the projection.
 
         By default this returns once the views hold every event that was in the stream
         when it connected, so a restarted service never answers from a half-built view;
         pass ``wait_until_ready=False`` to start at once and watch :meth:`health_check`.
+        The views start from the newest valid snapshot, if there is one, and fold only the
+        events after it; ``snapshots`` can turn that off, or have this store write
+        snapshots as it goes (:class:`~projections.snapshot.SnapshotPolicy`).
         """
         settings = StreamSettings(name=stream, subject_prefix=subject_prefix, replicas=replicas)
         log = await EventLog.connect(servers, stream=settings, options=options)
-        worker = ProjectionWorker(log, Projection(log.codec))
+        snapshot_store = Snapshots(log, snapshots)
+        worker: ProjectionWorker | None = None
         try:
+            restored = await snapshot_store.restore() if snapshot_store.policy.restore else None
+            worker = ProjectionWorker(log, restored or Projection(log.codec))
             end = await log.last_sequence()
             await worker.start()
             if wait_until_ready:
-                await worker.wait_for(end)
+                with paused_gc():
+                    await worker.wait_for(end)
         except BaseException:
-            await worker.stop()
+            if worker is not None:
+                await worker.stop()
             await log.close()
             raise
-        return cls(log, worker, clock)
+        store = cls(log, worker, clock, snapshots=snapshot_store)
+        if (every := snapshot_store.policy.every) is not None:
+            store._snapshot_writer = asyncio.create_task(
+                snapshot_store.keep_writing(worker.projection, worker.wait_for, every)
+            )
+        return store
 
     async def close(self) -> None:
-        """Stop the projection and close the connection."""
+        """Stop the projection and the snapshot writer, and close the connection."""
+        if self._snapshot_writer is not None:
+            self._snapshot_writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._snapshot_writer
         await self._worker.stop()
         await self.log.close()
+
+    async def snapshot(self) -> SnapshotInfo:
+        """Write a snapshot of the views as they are now; see :mod:`projections.snapshot`."""
+        return await self.snapshots.save(self._projection)
 
     async def __aenter__(self) -> Self:
         return self
@@ -401,6 +376,7 @@ class JetStreamMessageStore(_ProjectedStore):
             connected=connected,
             skipped=tuple(self._projection.skipped),
             detail=str(failure) if failure is not None else "",
+            snapshots=self.snapshots.health(),
         )
 
     async def _commit(self, event: AnyEvent, expected: int) -> None:

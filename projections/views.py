@@ -11,8 +11,10 @@ from __future__ import annotations
 import bisect
 import hashlib
 import logging
+import operator
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -32,7 +34,17 @@ from eventlog import (
     ValidationError,
 )
 
-__all__ = ["EventRejectedError", "Projection", "SkippedEvent", "SubjectHead", "Views"]
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+__all__ = [
+    "EventRejectedError",
+    "Projection",
+    "SkippedEvent",
+    "SubjectHead",
+    "Views",
+    "ViewsState",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +85,48 @@ class _MessageEntry:
 
 _OwnerKey = tuple[str, str]
 _OwnerItem = tuple[datetime, int, str]  # (created_at, creation sequence, thread id)
+
+
+class _MessageRow(msgspec.Struct, array_like=True, frozen=True):
+    message: bytes
+    sequence: int
+
+
+class _ThreadRow(msgspec.Struct, array_like=True, frozen=True):
+    id: str
+    thread: bytes
+    sequence: int
+    messages: list[_MessageRow]
+    active_messages: int
+
+
+class ViewsState(msgspec.Struct, frozen=True, kw_only=True):
+    """The whole state of :class:`Views` as plain data: what a snapshot stores.
+
+    Threads and messages are kept as their JSON (the seed's wire format), each thread with
+    its messages in log order; the indexes and subject heads as they are.
+    """
+
+    threads: list[_ThreadRow]
+    by_execution: dict[str, list[str]]
+    by_owner: list[tuple[str, str, list[_OwnerItem]]]
+    heads: list[tuple[str, int, bytes]]
+
+    def digest(self) -> str:
+        """The digest of the views this state holds, as :meth:`Views.digest` gives it."""
+        return _digest(
+            (row.id, row.thread, (m.message for m in row.messages)) for row in self.threads
+        )
+
+
+def _digest(threads: Iterable[tuple[str, bytes, Iterable[bytes]]]) -> str:
+    """SHA-256 over each thread's JSON then its messages' JSON, threads sorted by id."""
+    hasher = hashlib.sha256()
+    for _, thread, messages in sorted(threads, key=operator.itemgetter(0)):
+        hasher.update(thread)
+        for message in messages:
+            hasher.update(message)
+    return hasher.hexdigest()
 
 
 class Views:
@@ -245,12 +299,57 @@ class Views:
 
     def digest(self) -> str:
         """A digest of every thread and message; equal views give equal digests."""
-        hasher = hashlib.sha256()
-        for thread_id in sorted(self._threads):
-            hasher.update(self._threads[thread_id].thread.model_dump_json().encode())
-            for message_id in self._threads[thread_id].message_ids:
-                hasher.update(self._messages[message_id].message.model_dump_json().encode())
-        return hasher.hexdigest()
+        return _digest(
+            (
+                thread_id,
+                entry.thread.model_dump_json().encode(),
+                (self._messages[m].message.model_dump_json().encode() for m in entry.message_ids),
+            )
+            for thread_id, entry in self._threads.items()
+        )
+
+    # --- the whole state, for snapshots ----------------------------------------------------
+
+    def dump(self) -> ViewsState:
+        """Everything the views hold, as plain data (models as their JSON), for a snapshot."""
+        return ViewsState(
+            threads=[
+                _ThreadRow(
+                    id=thread_id,
+                    thread=entry.thread.model_dump_json().encode(),
+                    sequence=entry.sequence,
+                    messages=[
+                        _MessageRow(
+                            message=self._messages[m].message.model_dump_json().encode(),
+                            sequence=self._messages[m].sequence,
+                        )
+                        for m in entry.message_ids
+                    ],
+                    active_messages=entry.active_messages,
+                )
+                for thread_id, entry in self._threads.items()
+            ],
+            by_execution={key: list(ids) for key, ids in self._by_execution.items()},
+            by_owner=[(*key, items) for key, items in self._by_owner.items()],
+            heads=[(s, head.sequence, head.payload) for s, head in self._heads.items()],
+        )
+
+    @classmethod
+    def load(cls, state: ViewsState) -> Views:
+        """Views holding exactly ``state``; the models are validated as they are read."""
+        views = cls()
+        for row in state.threads:
+            thread = Thread.model_validate_json(row.thread)
+            entry = _ThreadEntry(thread, row.sequence, active_messages=row.active_messages)
+            views._threads[thread.id] = entry
+            for message_row in row.messages:
+                message = Message.model_validate_json(message_row.message)
+                views._messages[message.id] = _MessageEntry(message, message_row.sequence)
+                entry.message_ids.append(message.id)
+        views._by_execution = {key: list(ids) for key, ids in state.by_execution.items()}
+        views._by_owner = {(tenant, user): list(items) for tenant, user, items in state.by_owner}
+        views._heads = {s: SubjectHead(sequence, payload) for s, sequence, payload in state.heads}
+        return views
 
 
 class Projection:
@@ -263,17 +362,24 @@ class Projection:
         self.skipped: list[SkippedEvent] = []
         self._codec = codec or EventCodec()
 
-    def apply(self, record: LogRecord) -> None:
-        """Fold one record; a record that cannot apply is skipped, logged and counted."""
+    def apply(self, record: LogRecord) -> AnyEvent | None:
+        """Fold one record; a record that cannot apply is skipped, logged and counted.
+
+        Returns the event applied, or None when the record was skipped or redelivered.
+        """
         if record.sequence <= self.sequence:
-            return  # redelivered: each sequence takes effect once
+            return None  # redelivered: each sequence takes effect once
         self.views.advance(record.subject, record.sequence, record.data)
+        event: AnyEvent | None = None
         try:
-            self.views.apply(record.sequence, self._codec.decode(record.data))
+            event = self._codec.decode(record.data)
+            self.views.apply(record.sequence, event)
         except (MalformedEventError, EventRejectedError) as err:
+            event = None
             skipped = SkippedEvent(
                 sequence=record.sequence, subject=record.subject, reason=str(err)
             )
             self.skipped.append(skipped)
             logger.warning("skipped sequence %d on %s: %s", *msgspec.structs.astuple(skipped))
         self.sequence = record.sequence
+        return event

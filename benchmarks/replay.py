@@ -1,0 +1,229 @@
+"""Rebuild and cold start: folding a stream of realistic events, ours beside raw nats-py.
+
+The stream holds agent conversations of 20 events (a thread, then user questions and
+assistant answers with reasoning, a tool call and its result, tokens and cost), written in
+atomic batches with their hash chains, as a store would have written them.
+
+The baseline is what the DESIGN names: a raw nats-py ordered push consumer whose callback
+msgspec-decodes each event into plain dicts and folds them into dicts (by id, and each
+thread's message list). It runs with the garbage collector paused, as our bulk folds do,
+so the difference is only the work of ours: typed, validated models, and the indexes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from nats.js import api
+from uuid_utils import uuid7
+
+from benchmarks.harness import Result, now
+from eventlog import (
+    AnyEvent,
+    EventCodec,
+    EventLog,
+    Message,
+    MessageCreated,
+    MessageId,
+    StreamSettings,
+    Thread,
+    ThreadCreated,
+    event_digest,
+    new_event_id,
+)
+from projections import JetStreamMessageStore, SnapshotPolicy, rebuild
+from projections._gc import paused_gc
+from projections.cli import weather_conversation
+
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg
+
+_PER_THREAD = 20
+_BATCH = 1000
+
+
+def _thread_events(codec: EventCodec, index: int) -> list[AnyEvent]:
+    """One conversation of _PER_THREAD events, hash-chained."""
+    thread = Thread.new("bench", f"user{index % 100}")
+    system, question, answer = weather_conversation(thread.id)
+    templates = [system] + [question, answer] * _PER_THREAD
+    events: list[AnyEvent] = [
+        ThreadCreated(
+            event_id=new_event_id(),
+            occurred_at=thread.created_at,
+            tenant_id=thread.tenant_id,
+            thread_id=thread.id,
+            thread=thread,
+        )
+    ]
+    for template in templates[: _PER_THREAD - 1]:
+        message: Message = template.model_copy(update={"id": MessageId.new()})
+        events.append(
+            MessageCreated(
+                event_id=new_event_id(),
+                occurred_at=message.created_at,
+                tenant_id=thread.tenant_id,
+                thread_id=thread.id,
+                message_id=message.id,
+                execution_id=message.execution_id,
+                message=message,
+            )
+        )
+    chained: list[AnyEvent] = []
+    previous: bytes | None = None
+    for event in events:
+        linked = msgspec.structs.replace(
+            event, prev_hash=event_digest(previous) if previous else None
+        )
+        previous = codec.encode(linked)
+        chained.append(linked)
+    return chained
+
+
+async def populate(url: str, count: int) -> StreamSettings:
+    """A new stream holding ``count`` events (rounded up to whole conversations)."""
+    token = uuid7().hex[-10:]
+    settings = StreamSettings(name=f"R{token}", subject_prefix=f"r{token}")
+    log = await EventLog.connect(url, stream=settings)
+    codec = EventCodec()
+    pending: list[AnyEvent] = []
+    try:
+        for index in itertools.count():
+            if index * _PER_THREAD >= count:
+                break
+            pending += _thread_events(codec, index)
+            while len(pending) >= _BATCH:
+                await log.append_batch(pending[:_BATCH])
+                del pending[:_BATCH]
+        if pending:
+            await log.append_batch(pending)
+    finally:
+        await log.close()
+    return settings
+
+
+async def raw_replay(url: str, settings: StreamSettings) -> tuple[int, float]:
+    """(events, seconds): the baseline fold, from the first record to the stream's end."""
+    log = await EventLog.connect(url, stream=settings)
+    end = await log.last_sequence()
+    threads: dict[str, Any] = {}
+    messages: dict[str, Any] = {}
+    by_thread: dict[str, list[str]] = {}
+    decoder = msgspec.json.Decoder()
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def fold(msg: Msg) -> None:
+        event = decoder.decode(msg.data)
+        if "message" in event:
+            message = event["message"]
+            messages[message["id"]] = message
+            by_thread.setdefault(message["thread_id"], []).append(message["id"])
+        elif "thread" in event:
+            threads[event["thread"]["id"]] = event["thread"]
+        if msg.metadata.sequence.stream >= end and not done.done():
+            done.set_result(None)
+
+    start = now()
+    with paused_gc():
+        subscription = await log.jetstream.subscribe(
+            f"{settings.subject_prefix}.>",
+            stream=settings.name,
+            cb=fold,
+            ordered_consumer=True,
+            config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL),
+        )
+        await done
+    seconds = now() - start
+    await subscription.unsubscribe()
+    await log.close()
+    return end, seconds
+
+
+async def _ours_rebuild(url: str, settings: StreamSettings) -> tuple[int, float]:
+    log = await EventLog.connect(url, stream=settings)
+    try:
+        rebuilt = await rebuild(log)
+    finally:
+        await log.close()
+    return rebuilt.events, rebuilt.seconds
+
+
+async def _cold_start(url: str, settings: StreamSettings, *, restore: bool) -> float:
+    start = now()
+    store = await JetStreamMessageStore.connect(
+        url,
+        stream=settings.name,
+        subject_prefix=settings.subject_prefix,
+        snapshots=SnapshotPolicy(restore=restore),
+    )
+    seconds = now() - start
+    health = await store.health_check()
+    await store.close()
+    if restore and health.snapshots.restored is None:
+        raise RuntimeError(f"no snapshot was restored: {health.snapshots.rejected}")
+    return seconds
+
+
+async def replay_cases(url: str, *, count: int, runs: int) -> list[Result]:
+    """Rebuild throughput, then cold start by full replay and from a snapshot, for ``count``."""
+    label = f"{count:,} events"
+    written = time.perf_counter()
+    settings = await populate(url, count)
+    print(f"  ({label} written in {time.perf_counter() - written:.1f}s)", flush=True)
+
+    ours_rates, raw_rates, raw_seconds = [], [], []
+    for _ in range(runs):
+        events, seconds = await raw_replay(url, settings)
+        raw_rates.append(events / seconds)
+        raw_seconds.append(seconds)
+        events, seconds = await _ours_rebuild(url, settings)
+        ours_rates.append(events / seconds)
+    full = [await _cold_start(url, settings, restore=False) for _ in range(runs)]
+
+    store = await JetStreamMessageStore.connect(
+        url, stream=settings.name, subject_prefix=settings.subject_prefix
+    )
+    try:
+        info = await store.snapshot()
+    finally:
+        await store.close()
+    restored = [await _cold_start(url, settings, restore=True) for _ in range(runs)]
+
+    def median(values: list[float]) -> float:
+        return sorted(values)[len(values) // 2]
+
+    snapshot_note = (
+        f"snapshot {info.size / 1e6:,.1f} MB, written in {info.seconds:.1f}s"
+        f" ({info.threads:,} threads, {info.messages:,} messages)"
+    )
+    return [
+        Result(
+            case=f"rebuild ({label})",
+            unit="events/s",
+            ours=median(ours_rates),
+            baseline=median(raw_rates),
+            target=">= 0.40x",
+            higher_is_better=True,
+        ),
+        Result(
+            case=f"cold start, full replay ({label})",
+            unit="s",
+            ours=median(full),
+            baseline=median(raw_seconds),
+            target="<= 2.50x",
+            higher_is_better=False,
+        ),
+        Result(
+            case=f"cold start from snapshot ({label})",
+            unit="s",
+            ours=median(restored),
+            baseline=median(raw_seconds),
+            target="<= 1.00x",
+            higher_is_better=False,
+            note=snapshot_note,
+        ),
+    ]

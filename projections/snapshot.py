@@ -1,0 +1,317 @@
+"""Snapshots: the serialized views with their sequence and digest, for a fast cold start.
+
+A snapshot is msgpack holding a format version, the code's schema version, the stream and
+prefix it belongs to, the sequence it was taken at, the views' digest, the skipped records
+and the whole :class:`~projections.views.ViewsState`. Snapshots live in a JetStream object
+store bucket named ``<stream>_snapshots``, one object per snapshot (``views-<sequence>``).
+
+A store starting up tries the newest snapshot first, then older ones, and folds only the
+records after the one it restores. A snapshot is used only if it reads back whole, its
+format and schema versions are this code's, it belongs to this stream and is not ahead of
+it, the restored views give the digest it was saved with, and the record at its sequence is
+still the one its views end on. Anything else is logged, counted in the store's health, and
+ignored: no snapshot is ever trusted over the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Final
+
+import msgspec
+import pydantic
+
+from eventlog import SCHEMA_VERSION, BlobBucket, ConvlogError, ProjectionError, UnavailableError
+from projections._gc import paused_gc
+from projections.views import Projection, SkippedEvent, SubjectHead, Views, ViewsState
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from eventlog import EventLog
+
+__all__ = [
+    "SNAPSHOT_FORMAT",
+    "Snapshot",
+    "SnapshotError",
+    "SnapshotHealth",
+    "SnapshotInfo",
+    "SnapshotPolicy",
+    "Snapshots",
+]
+
+logger = logging.getLogger(__name__)
+
+SNAPSHOT_FORMAT: Final = 1
+"""The layout of a snapshot; raise it when :class:`ViewsState` or :class:`Snapshot` change."""
+
+_PURPOSE: Final = "snapshots"
+_NAME: Final = re.compile(r"views-(\d{20})")
+
+
+class SnapshotError(ConvlogError):
+    """A snapshot could not be written, or was not fit to restore (``name``, ``reason``)."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"snapshot {name}: {reason}")
+
+
+class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """What one snapshot object holds."""
+
+    format: int
+    schema_version: int
+    stream: str
+    subject_prefix: str
+    sequence: int
+    digest: str
+    """:meth:`Views.digest` of the views below."""
+    created_at: datetime
+    skipped: list[SkippedEvent]
+    views: ViewsState
+
+
+class SnapshotInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A snapshot written: its object name, sequence, size and digest, and how long it took."""
+
+    name: str
+    sequence: int
+    size: int
+    digest: str
+    threads: int
+    messages: int
+    seconds: float
+
+
+class SnapshotHealth(msgspec.Struct, frozen=True, kw_only=True):
+    """Snapshots as a store's health reports them."""
+
+    restored: str | None = None
+    """The snapshot the views started from; None: they were folded from sequence 1."""
+    rejected: tuple[str, ...] = ()
+    """Snapshots found unfit at start-up and ignored, each with the reason."""
+    written: int = 0
+    last_written: str | None = None
+    error: str = ""
+    """Why the last periodic snapshot failed, if it did; cleared by the next success."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SnapshotPolicy:
+    """What a store does with snapshots.
+
+    By default it restores the newest valid snapshot at start-up and writes none itself:
+    write them with ``convlog snapshot``, or have one long-running process (``convlog
+    serve --snapshot-every N``) write one after every ``every`` new events.
+    """
+
+    restore: bool = True
+    every: int | None = None
+    """Write a snapshot each time this many events were folded since the last one."""
+    keep: int = 3
+    """Snapshots kept in the bucket; older ones are deleted after each write."""
+
+    def __post_init__(self) -> None:
+        if self.every is not None and self.every < 1:
+            raise ValueError(f"every must be at least 1 event, not {self.every}")
+        if self.keep < 1:
+            raise ValueError(f"keep must be at least 1 snapshot, not {self.keep}")
+
+
+def _plain_str(value: object) -> str:
+    if isinstance(value, str):  # typed ids are str subclasses, which msgspec leaves to us
+        return str(value)
+    raise NotImplementedError(f"cannot encode {type(value).__name__} in a snapshot")
+
+
+_ENCODER = msgspec.msgpack.Encoder(enc_hook=_plain_str)
+_DECODER = msgspec.msgpack.Decoder(Snapshot)
+
+
+def _name(sequence: int) -> str:
+    return f"views-{sequence:020d}"
+
+
+def _sequence(name: str) -> int | None:
+    match = _NAME.fullmatch(name)
+    return int(match.group(1)) if match else None
+
+
+class Snapshots:
+    """The snapshots of one stream: write them, and restore the newest one fit to use."""
+
+    def __init__(self, log: EventLog, policy: SnapshotPolicy | None = None) -> None:
+        self._log = log
+        self.policy = policy or SnapshotPolicy()
+        self._restored: str | None = None
+        self._rejected: list[str] = []
+        self._written = 0
+        self._last: SnapshotInfo | None = None
+        self._error = ""
+        self._changed = asyncio.Condition()
+
+    def health(self) -> SnapshotHealth:
+        """What happened to snapshots in this process so far."""
+        return SnapshotHealth(
+            restored=self._restored,
+            rejected=tuple(self._rejected),
+            written=self._written,
+            last_written=self._last.name if self._last else None,
+            error=self._error,
+        )
+
+    @property
+    def last_sequence(self) -> int:
+        """The sequence of the last snapshot written or restored here (0: none)."""
+        if self._last is not None:
+            return self._last.sequence
+        return _sequence(self._restored or "") or 0
+
+    # --- writing ---------------------------------------------------------------------------
+
+    async def save(self, projection: Projection) -> SnapshotInfo:
+        """Write a snapshot of ``projection`` as it is now, then prune old ones."""
+        start = time.perf_counter()
+        state = projection.views.dump()
+        snapshot = Snapshot(
+            format=SNAPSHOT_FORMAT,
+            schema_version=SCHEMA_VERSION,
+            stream=self._log.stream.name,
+            subject_prefix=self._log.subjects.prefix,
+            sequence=projection.sequence,
+            digest=state.digest(),
+            created_at=datetime.now(UTC),
+            skipped=list(projection.skipped),
+            views=state,
+        )
+        data = _ENCODER.encode(snapshot)
+        name = _name(snapshot.sequence)
+        bucket = await BlobBucket.open(self._log, _PURPOSE, create=True)
+        if bucket is None:  # pragma: no cover - create=True always returns a bucket
+            raise SnapshotError(name, "the snapshot bucket could not be created")
+        await bucket.put(name, data)
+        await self._prune(bucket)
+        info = SnapshotInfo(
+            name=name,
+            sequence=snapshot.sequence,
+            size=len(data),
+            digest=snapshot.digest,
+            threads=projection.views.thread_count,
+            messages=projection.views.message_count,
+            seconds=time.perf_counter() - start,
+        )
+        async with self._changed:
+            self._last, self._written, self._error = info, self._written + 1, ""
+            self._changed.notify_all()
+        return info
+
+    async def _prune(self, bucket: BlobBucket) -> None:
+        names = sorted((n for n in await bucket.names() if _sequence(n) is not None), reverse=True)
+        for old in names[self.policy.keep :]:
+            await bucket.delete(old)
+
+    async def keep_writing(
+        self, projection: Projection, wait_for: Callable[[int], Awaitable[None]], every: int
+    ) -> None:
+        """Write a snapshot after every ``every`` events folded, until the projection stops."""
+        while True:
+            try:
+                await wait_for(max(self.last_sequence, projection.sequence) + every)
+            except ProjectionError:
+                return
+            try:
+                await self.save(projection)
+            except Exception as err:  # noqa: BLE001 - a failed snapshot must not stop the store
+                self._error = f"{type(err).__name__}: {err}"
+                logger.warning("periodic snapshot failed, will retry: %s", self._error)
+
+    async def wait_written(self, sequence: int) -> SnapshotInfo:
+        """Return once a snapshot at ``sequence`` or later has been written here."""
+        async with self._changed:
+            await self._changed.wait_for(
+                lambda: self._last is not None and self._last.sequence >= sequence
+            )
+            assert self._last is not None  # noqa: S101 - the condition above
+            return self._last
+
+    # --- restoring -------------------------------------------------------------------------
+
+    async def restore(self) -> Projection | None:
+        """The newest snapshot fit to use, restored; None if there is none (fold from 1)."""
+        bucket = await BlobBucket.open(self._log, _PURPOSE, create=False)
+        if bucket is None:
+            return None
+        names = sorted((n for n in await bucket.names() if _sequence(n) is not None), reverse=True)
+        end = await self._log.last_sequence()
+        for name in names:
+            try:
+                projection = await self._restore(bucket, name, end)
+            except UnavailableError:
+                raise
+            except ConvlogError as err:
+                reason = err.reason if isinstance(err, SnapshotError) else str(err)
+                self._rejected.append(f"{name}: {reason}")
+                logger.warning("snapshot %s ignored, not trusted: %s", name, reason)
+                continue
+            self._restored = name
+            return projection
+        return None
+
+    async def _restore(self, bucket: BlobBucket, name: str, end: int) -> Projection:
+        data = await bucket.get(name)
+        try:
+            snapshot = _DECODER.decode(data)
+        except msgspec.DecodeError as err:
+            raise SnapshotError(name, f"it does not read back as a snapshot ({err})") from err
+        log = self._log
+        expected = (SNAPSHOT_FORMAT, SCHEMA_VERSION, log.stream.name, log.subjects.prefix)
+        found = (snapshot.format, snapshot.schema_version, snapshot.stream, snapshot.subject_prefix)
+        if found != expected:
+            raise SnapshotError(
+                name,
+                f"it was written as (format, schema version, stream, prefix) {found}, "
+                f"and this code reads {expected}",
+            )
+        if snapshot.sequence > end:
+            raise SnapshotError(
+                name, f"it is at sequence {snapshot.sequence}, past the stream's end ({end})"
+            )
+        try:
+            with paused_gc():
+                views = Views.load(snapshot.views)
+        except pydantic.ValidationError as err:
+            raise SnapshotError(name, f"its views do not read back ({err})") from err
+        if (digest := views.digest()) != snapshot.digest:
+            raise SnapshotError(
+                name, f"its views give digest {digest}, not the {snapshot.digest} it was saved with"
+            )
+        await self._check_anchor(name, views, snapshot.sequence)
+        projection = Projection(self._log.codec)
+        projection.views = views
+        projection.sequence = snapshot.sequence
+        projection.skipped = list(snapshot.skipped)
+        return projection
+
+    async def _check_anchor(self, name: str, views: Views, sequence: int) -> None:
+        """The record stored at ``sequence`` must be the one the views say they end on."""
+        if sequence == 0:
+            return
+        async with contextlib.aclosing(self._log.read(start_sequence=sequence)) as records:
+            record = await anext(records, None)
+        stored = (
+            None if record is None else (record.subject, SubjectHead(record.sequence, record.data))
+        )
+        if stored is None or views.head(stored[0]) != stored[1]:
+            raise SnapshotError(
+                name,
+                f"the stream's record at sequence {sequence} is not the one the snapshot ends on;"
+                " it was taken from another stream of the same name",
+            )
