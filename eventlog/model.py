@@ -3,10 +3,11 @@
 Field order is the seed's serde field order, because it is the JSON output order.
 """
 
+import copy
 import enum
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, NoReturn, Self
 
 from pydantic import (
     AfterValidator,
@@ -77,6 +78,50 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _read_only(*_: object, **__: object) -> NoReturn:
+    raise TypeError("JSON values of a stored message are read-only; copy.deepcopy() to edit")
+
+
+class _FrozenDict(dict[str, Any]):
+    """A JSON object that refuses changes, so a returned message cannot alter the view."""
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
+
+    def __reduce__(self) -> tuple[type, tuple[dict[str, Any]]]:
+        return (_FrozenDict, (dict(self),))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
+        return {key: copy.deepcopy(value, memo) for key, value in self.items()}
+
+
+class _FrozenList(list[Any]):
+    """A JSON array that refuses changes."""
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _read_only
+    append = extend = insert = pop = remove = clear = sort = reverse = _read_only
+
+    def __reduce__(self) -> tuple[type, tuple[list[Any]]]:
+        return (_FrozenList, (list(self),))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[Any]:
+        return [copy.deepcopy(value, memo) for value in self]
+
+
+def _freeze(value: JsonValue) -> JsonValue:
+    if isinstance(value, dict):
+        return _FrozenDict({key: _freeze(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return _FrozenList(_freeze(item) for item in value)
+    return value
+
+
+# Tool arguments and results: any JSON, deeply read-only once validated.
+_Json = Annotated[JsonValue, AfterValidator(_freeze)]
+
+
 class _Model(BaseModel):
     # Frozen, so projected views can share one object without copies; extra fields are
     # ignored, as serde does.
@@ -135,7 +180,7 @@ class ToolCallPart(_Model):
     type: Literal["tool-call"] = "tool-call"
     tool_call_id: str
     tool_name: str
-    args: JsonValue
+    args: _Json
 
 
 class ToolResultPart(_Model):
@@ -144,7 +189,7 @@ class ToolResultPart(_Model):
     type: Literal["tool-result"] = "tool-result"
     tool_call_id: str
     tool_name: str
-    result: JsonValue
+    result: _Json
     is_error: _Bool
 
 

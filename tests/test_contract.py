@@ -6,6 +6,7 @@ JetStreamMessageStore on a real nats-server.
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -402,6 +403,19 @@ async def test_returned_models_cannot_corrupt_the_view(store: MessageStore) -> N
     listed = await store.list_messages(thread.id)
     listed.append(Message.user(thread.id, "not stored"))
     assert await store.list_messages(thread.id) == []
+    call = ToolCallPart(tool_call_id="tc", tool_name="t", args={"city": "NYC", "days": [1, 2]})
+    message = Message.assistant(thread.id, ExecutionId.new(), "x").with_parts([call])
+    await store.create_message(message)
+    stored = await store.get_message(message.id)
+    assert stored is not None
+    args = stored.parts[0].args  # type: ignore[union-attr]
+    with pytest.raises(TypeError, match="read-only"):
+        args["city"] = "HACKED"
+    with pytest.raises(TypeError, match="read-only"):
+        args["days"].append(3)
+    editable = copy.deepcopy(args)
+    editable["city"] = "Paris"
+    assert (await store.get_message(message.id)) == message
 
 
 async def test_ids_with_any_characters_work(store: MessageStore) -> None:

@@ -34,7 +34,10 @@ from eventlog.model import (
     ToolResultPart,
 )
 
-GOLDEN_DIR = Path(__file__).resolve().parents[2] / "shared" / "seed" / "golden"
+# A copy of ../shared/seed/golden (JSON written by the seed's Rust types through serde), kept
+# in the repo so a clone alone passes; test_golden_copy_matches_the_seed catches drift.
+GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
+SEED_GOLDEN_DIR = Path(__file__).resolve().parents[2] / "shared" / "seed" / "golden"
 TIMESTAMP_KEYS = ("created_at", "updated_at", "deleted_at")
 AnyId = TenantId | UserId | ThreadId | MessageId | ExecutionId
 ID_CLASSES: tuple[type[AnyId], ...] = (TenantId, UserId, ThreadId, MessageId, ExecutionId)
@@ -49,8 +52,7 @@ def _read_golden(name: str) -> Any:
     path = GOLDEN_DIR / name
     if not path.is_file():
         pytest.fail(
-            f"golden fixture {path} is missing: clone the shared seed so that "
-            f"{GOLDEN_DIR} exists beside the repo",
+            f"golden fixture {path} is missing: copy it from {SEED_GOLDEN_DIR}",
             pytrace=False,
         )
     return json.loads(path.read_text(encoding="utf-8"))
@@ -151,6 +153,15 @@ def _load_message(doc: dict[str, Any]) -> Message:
 
 
 # --- golden files from the Rust seed ------------------------------------------------------
+
+
+def test_golden_copy_matches_the_seed() -> None:
+    """The repo's golden copy holds every file of the seed's, byte for byte, where both exist."""
+    copied = {p.name: p.read_bytes() for p in GOLDEN_DIR.glob("*.json")}
+    assert len(copied) >= 20
+    if SEED_GOLDEN_DIR.is_dir():  # beside the repo in CI and in the workspace; not in a lone clone
+        seed = {p.name: p.read_bytes() for p in SEED_GOLDEN_DIR.glob("*.json")}
+        assert copied == seed
 
 
 @pytest.mark.parametrize("name", _golden_file_names())
