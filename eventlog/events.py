@@ -11,7 +11,7 @@ import contextlib
 import contextvars
 import hashlib
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import msgspec
 import pydantic
@@ -48,12 +48,16 @@ SCHEMA_VERSION: Final = 1
 """The envelope and payload shape this code writes; older versions are upcast on read."""
 
 
+UtcTime = Annotated[datetime, msgspec.Meta(tz=True)]
+"""An instant with a time zone: a naive time on the stream is malformed, never guessed."""
+
+
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     """The envelope every event shares; the subclass adds what changed."""
 
     event_id: str
     schema_version: int = SCHEMA_VERSION
-    occurred_at: datetime
+    occurred_at: UtcTime
     tenant_id: str
     thread_id: str
     message_id: str | None = None
@@ -85,7 +89,7 @@ class ThreadUpdated(Event, frozen=True, tag="thread.updated"):
 class ThreadDeleted(Event, frozen=True, tag="thread.deleted"):
     """A thread was soft-deleted at ``deleted_at``."""
 
-    deleted_at: datetime
+    deleted_at: UtcTime
 
 
 class MessageCreated(Event, frozen=True, tag="message.created"):
@@ -103,7 +107,7 @@ class MessageUpdated(Event, frozen=True, tag="message.updated"):
 class MessageDeleted(Event, frozen=True, tag="message.deleted"):
     """A message was soft-deleted at ``deleted_at``."""
 
-    deleted_at: datetime
+    deleted_at: UtcTime
 
 
 AnyEvent = (

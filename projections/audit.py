@@ -264,7 +264,7 @@ class Audit:
 
     async def _entries(self, subject: str, keep: Callable[[AnyEvent], bool]) -> list[AuditEntry]:
         """Fold ``subject`` from its start; an entry for each applied event ``keep`` wants."""
-        projection = Projection(self.log.codec)
+        projection = Projection(self.log.codec, self.log.subjects)
         entries: list[AuditEntry] = []
 
         def collect(record: LogRecord, event: AnyEvent | None) -> None:
@@ -346,7 +346,7 @@ class Audit:
     async def _as_of(
         self, stop: Callable[[LogRecord], bool], tenant_id: str | None, thread_id: str | None
     ) -> ReadOnlyStore:
-        projection = Projection(self.log.codec)
+        projection = Projection(self.log.codec, self.log.subjects)
         last_time: datetime | None = None
 
         def note(record: LogRecord, _: AnyEvent | None) -> None:

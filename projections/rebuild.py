@@ -97,7 +97,7 @@ async def rebuild(
     end = await log.last_sequence() if until is None else until
     if progress is not None:
         progress.total = end
-    projection = Projection(log.codec)
+    projection = Projection(log.codec, log.subjects)
     start = time.perf_counter()
     events = await replay(
         log, projection, stop=lambda record: record.sequence > end, progress=progress

@@ -294,7 +294,7 @@ class Snapshots:
                 name, f"its views give digest {digest}, not the {snapshot.digest} it was saved with"
             )
         await self._check_anchor(name, views, snapshot.sequence)
-        projection = Projection(self._log.codec)
+        projection = Projection(self._log.codec, self._log.subjects)
         projection.views = views
         projection.sequence = snapshot.sequence
         projection.skipped = list(snapshot.skipped)

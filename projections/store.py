@@ -233,7 +233,8 @@ class InMemoryMessageStore(_ProjectedStore):
 
     def __init__(self, *, clock: Clock = utc_now, max_payload: int = _DEFAULT_MAX_PAYLOAD) -> None:
         self._codec = EventCodec()
-        super().__init__(Projection(self._codec), Subjects(), clock)
+        subjects = Subjects()
+        super().__init__(Projection(self._codec, subjects), subjects, clock)
         self._max_payload = max_payload
 
     @property
@@ -307,7 +308,7 @@ class JetStreamMessageStore(_ProjectedStore, Audit):
         worker: ProjectionWorker | None = None
         try:
             restored = await snapshot_store.restore() if snapshot_store.policy.restore else None
-            worker = ProjectionWorker(log, restored or Projection(log.codec))
+            worker = ProjectionWorker(log, restored or Projection(log.codec, log.subjects))
             end = await log.last_sequence()
             await worker.start()
             if wait_until_ready:

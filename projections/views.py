@@ -13,7 +13,7 @@ import hashlib
 import logging
 import operator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -27,6 +27,7 @@ from eventlog import (
     MessageCreated,
     MessageDeleted,
     MessageUpdated,
+    Subjects,
     Thread,
     ThreadCreated,
     ThreadDeleted,
@@ -35,7 +36,7 @@ from eventlog import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
 
 __all__ = [
     "EventRejectedError",
@@ -129,6 +130,19 @@ def _digest(threads: Iterable[tuple[str, bytes, Iterable[bytes]]]) -> str:
     return hasher.hexdigest()
 
 
+_THREAD_FIXED = ("id", "tenant_id", "user_id", "created_at", "deleted_at")
+_MESSAGE_FIXED = ("id", "thread_id", "role", "execution_id", "created_at", "deleted_at")
+"""What an update event may not change: identity, indexes, and deletion (which is final)."""
+
+
+def _unchanged(
+    kind: str, entity_id: str, old: Thread | Message, new: Thread | Message, fields: Sequence[str]
+) -> None:
+    changed = [name for name in fields if getattr(old, name) != getattr(new, name)]
+    if changed:
+        raise EventRejectedError(f"{kind} {entity_id!r} update changes {', '.join(changed)}")
+
+
 class Views:
     """The projected state; :meth:`apply` is the fold, the other methods answer queries."""
 
@@ -146,39 +160,45 @@ class Views:
         self._heads[subject] = SubjectHead(sequence, payload)
 
     def apply(self, sequence: int, event: AnyEvent) -> None:
-        """Fold one event into the views, or raise :class:`EventRejectedError`."""
+        """Fold one event into the views, or raise :class:`EventRejectedError`.
+
+        Every check comes before the first change, so a rejected event leaves no trace.
+        """
         match event:
             case ThreadCreated(thread=thread):
-                self._create_thread(sequence, event.thread_id, thread)
+                self._create_thread(sequence, event, thread)
             case ThreadUpdated(thread=thread):
-                self._update_thread(sequence, event.thread_id, thread)
+                self._update_thread(sequence, event, thread)
             case ThreadDeleted(deleted_at=deleted_at):
-                thread_entry = self._thread_entry(event.thread_id)
+                thread_entry = self._thread_entry(event)
                 if thread_entry.thread.deleted_at is None:
                     self._unlist(thread_entry, thread_entry.thread)
                     thread_entry.thread = thread_entry.thread.model_copy(
-                        update={"deleted_at": deleted_at}
+                        update={"deleted_at": deleted_at.astimezone(UTC)}
                     )
                 thread_entry.sequence = sequence
             case MessageCreated(message=message):
                 self._create_message(sequence, event, message)
             case MessageUpdated(message=message):
-                entry = self._message_entry(event, message.id)
-                if message.thread_id != entry.message.thread_id:
-                    raise EventRejectedError(f"message {message.id!r} cannot move threads")
-                self._count(entry.message, message)
+                entry = self._message_entry(event, event.message_id)
+                _unchanged("message", message.id, entry.message, message, _MESSAGE_FIXED)
                 entry.message, entry.sequence = message, sequence
             case MessageDeleted(deleted_at=deleted_at):
                 entry = self._message_entry(event, event.message_id)
                 if entry.message.deleted_at is None:
-                    deleted = entry.message.model_copy(update={"deleted_at": deleted_at})
+                    deleted = entry.message.model_copy(
+                        update={"deleted_at": deleted_at.astimezone(UTC)}
+                    )
                     self._count(entry.message, deleted)
                     entry.message = deleted
                 entry.sequence = sequence
 
-    def _create_thread(self, sequence: int, thread_id: str, thread: Thread) -> None:
-        if thread.id != thread_id:
-            raise EventRejectedError(f"thread {thread.id!r} arrived under thread {thread_id!r}")
+    def _create_thread(self, sequence: int, event: AnyEvent, thread: Thread) -> None:
+        if (thread.id, thread.tenant_id) != (event.thread_id, event.tenant_id):
+            raise EventRejectedError(
+                f"thread {thread.id!r} of tenant {thread.tenant_id!r} arrived as thread "
+                f"{event.thread_id!r} of tenant {event.tenant_id!r}"
+            )
         if thread.id in self._threads:
             raise EventRejectedError(f"thread {thread.id!r} is created twice")
         self._threads[thread.id] = _ThreadEntry(thread, sequence)
@@ -186,18 +206,11 @@ class Views:
             items = self._by_owner.setdefault((thread.tenant_id, thread.user_id), [])
             bisect.insort(items, (thread.created_at, sequence, thread.id))
 
-    def _update_thread(self, sequence: int, thread_id: str, thread: Thread) -> None:
-        entry = self._thread_entry(thread_id)
-        old = entry.thread
-        if (thread.id, thread.tenant_id, thread.user_id, thread.created_at) != (
-            old.id,
-            old.tenant_id,
-            old.user_id,
-            old.created_at,
-        ):
-            raise EventRejectedError(f"thread {thread_id!r} update changes its identity")
-        if old.deleted_at is None and thread.deleted_at is not None:
-            self._unlist(entry, old)
+    def _update_thread(self, sequence: int, event: AnyEvent, thread: Thread) -> None:
+        entry = self._thread_entry(event)
+        if entry.thread.deleted_at is not None:
+            raise EventRejectedError(f"thread {thread.id!r} is deleted and takes no updates")
+        _unchanged("thread", thread.id, entry.thread, thread, _THREAD_FIXED)
         entry.thread, entry.sequence = thread, sequence
 
     def _unlist(self, entry: _ThreadEntry, thread: Thread) -> None:
@@ -215,7 +228,11 @@ class Views:
                 f"message {message.id!r} names thread {message.thread_id!r} "
                 f"but arrived under thread {event.thread_id!r}"
             )
-        thread = self._thread_entry(event.thread_id)
+        thread = self._thread_entry(event)
+        if message.id != event.message_id:
+            raise EventRejectedError(
+                f"message {message.id!r} arrived as message {event.message_id!r}"
+            )
         if message.id in self._messages:
             raise EventRejectedError(f"message {message.id!r} is created twice")
         self._messages[message.id] = _MessageEntry(message, sequence)
@@ -225,7 +242,9 @@ class Views:
         if message.execution_id is not None:
             self._by_execution.setdefault(message.execution_id, []).append(message.id)
         if event.occurred_at > thread.thread.updated_at:
-            thread.thread = thread.thread.model_copy(update={"updated_at": event.occurred_at})
+            thread.thread = thread.thread.model_copy(
+                update={"updated_at": event.occurred_at.astimezone(UTC)}
+            )
         thread.sequence = sequence
 
     def _count(self, before: Message, after: Message) -> None:
@@ -233,13 +252,18 @@ class Views:
         if change:
             self._threads[after.thread_id].active_messages += change
 
-    def _thread_entry(self, thread_id: str) -> _ThreadEntry:
-        entry = self._threads.get(thread_id)
-        if entry is None:
-            raise EventRejectedError(f"thread {thread_id!r} does not exist")
+    def _thread_entry(self, event: AnyEvent) -> _ThreadEntry:
+        """The event's thread, which must exist in the event's tenant."""
+        entry = self._threads.get(event.thread_id)
+        if entry is None or entry.thread.tenant_id != event.tenant_id:
+            raise EventRejectedError(
+                f"thread {event.thread_id!r} does not exist in tenant {event.tenant_id!r}"
+            )
         return entry
 
     def _message_entry(self, event: AnyEvent, message_id: str | None) -> _MessageEntry:
+        """The event's message, which must exist in the event's thread and tenant."""
+        self._thread_entry(event)
         entry = self._messages.get(message_id or "")
         if entry is None or entry.message.thread_id != event.thread_id:
             raise EventRejectedError(f"message {message_id!r} does not exist in this thread")
@@ -353,14 +377,21 @@ class Views:
 
 
 class Projection:
-    """Folds log records into :class:`Views`, skipping and recording what cannot apply."""
+    """Folds log records into :class:`Views`, skipping and recording what cannot apply.
 
-    def __init__(self, codec: EventCodec | None = None) -> None:
+    A record that cannot apply (not an event, a newer schema, an event that contradicts
+    the state or arrived on another thread's subject) is skipped, logged and kept in
+    :attr:`skipped`: a bad record on an append-only stream must never stop the projection.
+    """
+
+    def __init__(self, codec: EventCodec | None = None, subjects: Subjects | None = None) -> None:
         self.views = Views()
         self.sequence = 0
         """The last stream sequence folded (applied or skipped)."""
         self.skipped: list[SkippedEvent] = []
+        self._skipped_at: dict[int, SkippedEvent] = {}
         self._codec = codec or EventCodec()
+        self._subjects = subjects or Subjects()
 
     def apply(self, record: LogRecord) -> AnyEvent | None:
         """Fold one record; a record that cannot apply is skipped, logged and counted.
@@ -373,13 +404,28 @@ class Projection:
         event: AnyEvent | None = None
         try:
             event = self._codec.decode(record.data)
+            self._check_subject(record, event)
             self.views.apply(record.sequence, event)
-        except (MalformedEventError, EventRejectedError) as err:
+        except Exception as err:  # noqa: BLE001 - any record that cannot apply is skipped
             event = None
-            skipped = SkippedEvent(
-                sequence=record.sequence, subject=record.subject, reason=str(err)
-            )
-            self.skipped.append(skipped)
-            logger.warning("skipped sequence %d on %s: %s", *msgspec.structs.astuple(skipped))
+            self._skip(record, err)
         self.sequence = record.sequence
         return event
+
+    def _check_subject(self, record: LogRecord, event: AnyEvent) -> None:
+        """The subject is what the server checked concurrency and permissions on: trust it."""
+        expected = self._subjects.thread(event.tenant_id, event.thread_id)
+        if record.subject != expected:
+            raise EventRejectedError(f"an event for {expected!r} arrived on {record.subject!r}")
+
+    def _skip(self, record: LogRecord, err: Exception) -> None:
+        known = isinstance(err, MalformedEventError | EventRejectedError)
+        reason = str(err) if known else f"unexpected {type(err).__name__}: {err}"
+        skipped = SkippedEvent(sequence=record.sequence, subject=record.subject, reason=reason)
+        self.skipped.append(skipped)
+        self._skipped_at[record.sequence] = skipped
+        logger.warning("skipped sequence %d on %s: %s", *msgspec.structs.astuple(skipped))
+
+    def rejection(self, sequence: int) -> SkippedEvent | None:
+        """Why the record at ``sequence`` was skipped, or None if it applied (or is unseen)."""
+        return self._skipped_at.get(sequence)
