@@ -45,6 +45,7 @@ from eventlog.ids import (
     UserId,
 )
 from eventlog.log import (
+    HEADER_ROOM,
     ConnectOptions,
     EventLog,
     Follower,
@@ -104,6 +105,7 @@ from eventlog.upcast import UPCASTERS, Upcasters, UpcastStep
 from eventlog.verify import ChainBreak, ChainVerifier, VerifyReport, verify_chains
 
 __all__ = [
+    "HEADER_ROOM",
     "I64",
     "MAX_ID_BYTES",
     "SCHEMA_VERSION",

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from nats.js import JetStreamContext
 
 __all__ = [
+    "HEADER_ROOM",
     "ConnectOptions",
     "EventLog",
     "Follower",
@@ -74,8 +75,8 @@ MAX_BATCH: Final = 1000
 
 HEADER_EVENT_TYPE: Final = "Convlog-Event-Type"
 _STREAM_NAME: Final = re.compile(r"[A-Za-z0-9_\-]{1,255}")
-_HEADER_OVERHEAD: Final = 512
-"""Room kept for headers when checking a payload against the server's max payload."""
+HEADER_ROOM: Final = 512
+"""Bytes of the server's max payload kept for headers: an event may use the rest."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -232,6 +233,16 @@ class EventLog:
         return self._js
 
     @property
+    def payload_limit(self) -> int:
+        """The largest event this log takes: the server's max payload less header room."""
+        return self.max_payload - HEADER_ROOM
+
+    @property
+    def write_timeout(self) -> float:
+        """Seconds an append waits for its ack before raising UnavailableError."""
+        return self._options.write_timeout
+
+    @property
     def is_connected(self) -> bool:
         """Whether the client is connected right now (it reconnects on its own)."""
         return self.connection.is_connected
@@ -291,7 +302,7 @@ class EventLog:
 
     def encode(self, event: Event) -> bytes:
         """Encode ``event`` and check it against the server's max payload."""
-        return self.codec.encode(event, limit=self.max_payload - _HEADER_OVERHEAD)
+        return self.codec.encode(event, limit=self.payload_limit)
 
     async def append(
         self,
@@ -310,8 +321,8 @@ class EventLog:
         """
         if payload is None:
             payload = self.encode(event)
-        elif len(payload) > self.max_payload - _HEADER_OVERHEAD:
-            raise PayloadTooLargeError(len(payload), self.max_payload - _HEADER_OVERHEAD)
+        elif len(payload) > self.payload_limit:
+            raise PayloadTooLargeError(len(payload), self.payload_limit)
         subject = self.subjects.thread(event.tenant_id, event.thread_id)
         headers = {
             api.Header.MSG_ID: event.event_id,
@@ -387,11 +398,15 @@ class EventLog:
             )
         except nats.errors.NoRespondersError as err:
             raise UnavailableError(self.url, f"no stream listens on {subject!r}") from err
-        except (nats.errors.TimeoutError, nats.errors.ConnectionClosedError) as err:
+        except nats.errors.ConnectionClosedError as err:
+            raise UnavailableError(self.url, "the connection is closed; nothing was sent") from err
+        except nats.errors.TimeoutError as err:
             raise UnavailableError(
                 self.url,
                 f"no ack within {self._options.write_timeout}s; the append may or may not "
-                "have been stored: retry the same event, its id makes the retry safe",
+                "have been stored: appending the same event again is safe (its id is "
+                "deduplicated), and so is repeating a store call (creates and deletes are "
+                "idempotent)",
             ) from err
         return _PUB_ACK.decode(reply.data)
 

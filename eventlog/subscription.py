@@ -275,7 +275,8 @@ class Subscription:
             if self._pull is None:
                 await self._create(self.last_sequence)
             assert self._pull is not None  # noqa: S101 - just created
-            return await self._pull.fetch(_FETCH_BATCH, timeout=_FETCH_WAIT)
+            # Never ask for more than the client buffers: nats-py drops what overflows.
+            return await self._pull.fetch(min(_FETCH_BATCH, self._buffer), timeout=_FETCH_WAIT)
         except TimeoutError:
             if self._reconnects != self._context.connection.reconnects:
                 await self._delete()  # the server may have restarted and lost the consumer

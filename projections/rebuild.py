@@ -77,7 +77,7 @@ async def replay(
     async with contextlib.aclosing(
         log.read(start_sequence=projection.sequence + 1, subject=subject)
     ) as records:
-        with paused_gc():
+        with paused_gc(freeze=True):
             async for record in records:
                 if stop is not None and stop(record):
                     break

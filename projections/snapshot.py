@@ -109,8 +109,8 @@ class SnapshotPolicy:
     """What a store does with snapshots.
 
     By default it restores the newest valid snapshot at start-up and writes none itself:
-    write them with ``convlog snapshot``, or have one long-running process (``convlog
-    serve --snapshot-every N``) write one after every ``every`` new events.
+    write them with ``convlog snapshot``, or give one long-running process ``every=N`` to
+    have it write one after every N new events.
     """
 
     restore: bool = True
@@ -180,19 +180,8 @@ class Snapshots:
     async def save(self, projection: Projection) -> SnapshotInfo:
         """Write a snapshot of ``projection`` as it is now, then prune old ones."""
         start = time.perf_counter()
-        state = projection.views.dump()
-        snapshot = Snapshot(
-            format=SNAPSHOT_FORMAT,
-            schema_version=SCHEMA_VERSION,
-            stream=self._log.stream.name,
-            subject_prefix=self._log.subjects.prefix,
-            sequence=projection.sequence,
-            digest=state.digest(),
-            created_at=datetime.now(UTC),
-            skipped=list(projection.skipped),
-            views=state,
-        )
-        data = _ENCODER.encode(snapshot)
+        with paused_gc():
+            data, snapshot = self._encode(projection)
         name = _name(snapshot.sequence)
         bucket = await BlobBucket.open(self._log, _PURPOSE, create=True)
         if bucket is None:  # pragma: no cover - create=True always returns a bucket
@@ -212,6 +201,22 @@ class Snapshots:
             self._last, self._written, self._error = info, self._written + 1, ""
             self._changed.notify_all()
         return info
+
+    def _encode(self, projection: Projection) -> tuple[bytes, Snapshot]:
+        """The projection as it is now, as a snapshot and its bytes: all in one step."""
+        state = projection.views.dump()
+        snapshot = Snapshot(
+            format=SNAPSHOT_FORMAT,
+            schema_version=SCHEMA_VERSION,
+            stream=self._log.stream.name,
+            subject_prefix=self._log.subjects.prefix,
+            sequence=projection.sequence,
+            digest=state.digest(),
+            created_at=datetime.now(UTC),
+            skipped=list(projection.skipped),
+            views=state,
+        )
+        return _ENCODER.encode(snapshot), snapshot
 
     async def _prune(self, bucket: BlobBucket) -> None:
         names = sorted((n for n in await bucket.names() if _sequence(n) is not None), reverse=True)
@@ -253,7 +258,8 @@ class Snapshots:
         end = await self._log.last_sequence()
         for name in names:
             try:
-                projection = await self._restore(bucket, name, end)
+                with paused_gc(freeze=True):  # builds the views: see projections._gc
+                    projection = await self._restore(bucket, name, end)
             except UnavailableError:
                 raise
             except ConvlogError as err:
@@ -285,8 +291,7 @@ class Snapshots:
                 name, f"it is at sequence {snapshot.sequence}, past the stream's end ({end})"
             )
         try:
-            with paused_gc():
-                views = Views.load(snapshot.views)
+            views = Views.load(snapshot.views)
         except pydantic.ValidationError as err:
             raise SnapshotError(name, f"its views do not read back ({err})") from err
         if (digest := views.digest()) != snapshot.digest:
@@ -295,9 +300,7 @@ class Snapshots:
             )
         await self._check_anchor(name, views, snapshot.sequence)
         projection = Projection(self._log.codec, self._log.subjects)
-        projection.views = views
-        projection.sequence = snapshot.sequence
-        projection.skipped = list(snapshot.skipped)
+        projection.resume(views, snapshot.sequence, snapshot.skipped)
         return projection
 
     async def _check_anchor(self, name: str, views: Views, sequence: int) -> None:

@@ -11,20 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 from typing import TYPE_CHECKING, Literal, Protocol, Self, runtime_checkable
 
 import msgspec
 
 from eventlog import (
+    HEADER_ROOM,
     AnyEvent,
     ConflictError,
     ConnectOptions,
+    ConvlogError,
     EventCodec,
     EventLog,
     LogRecord,
     Message,
     MessageId,
+    NotFoundError,
+    ProjectionError,
     StreamSettings,
     Subjects,
     TenantId,
@@ -46,13 +51,15 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence
     from types import TracebackType
 
+logger = logging.getLogger(__name__)
+
 __all__ = ["Health", "InMemoryMessageStore", "JetStreamMessageStore", "MessageStore"]
 
 _MAX_ATTEMPTS = 32
 """Appends tried before a conflict is given up on; each lost race means another writer won."""
 
 _DEFAULT_MAX_PAYLOAD = 1024 * 1024
-"""nats-server's default max payload, applied by the in-memory store too."""
+"""nats-server's default max payload; the in-memory store keeps the same limit."""
 
 
 @runtime_checkable
@@ -157,20 +164,42 @@ class _ProjectedStore(ViewQueries):
         self._subjects = subjects
         self._commands = Commands(projection.views, clock)
         self._locks = _ThreadLocks()
+        self._owner_locks = _ThreadLocks()
+        self.conflicts = 0
+        """Appends that lost an optimistic-concurrency race and were decided again."""
 
-    async def _commit(self, event: AnyEvent, expected: int) -> None:
-        """Append ``event`` if its subject still ends at ``expected``; return once folded."""
+    async def _commit(self, event: AnyEvent, expected: int) -> int:
+        """Append ``event`` if ``expected`` still holds; return its sequence once folded."""
         raise NotImplementedError
 
-    async def _catch_up(self, conflict: ConflictError) -> None:
-        """Fold what another writer appended, so the next decision sees it."""
-        raise conflict
+    async def _catch_up(self, conflict: ConflictError | None) -> None:
+        """Fold what other writers appended (up to the conflict, or the stream's end)."""
+        if conflict is not None:
+            raise conflict
+
+    def _check_open(self) -> None:
+        """Raise if this store can no longer write."""
 
     async def _write(self, thread_id: str, decide: Callable[[], AnyEvent | None]) -> None:
-        """Decide and commit under the thread's lock, re-deciding after a conflict."""
+        """Decide and commit under the thread's lock; decide again after losing a race.
+
+        A race is lost in one of three ways: another writer appended to the thread first (a
+        conflict), our view had not yet seen an entity another writer created (NotFound),
+        or another writer took our new id on another thread first (the fold rejects ours).
+        Deciding again against caught-up views turns each into success or the right error.
+        """
+        self._check_open()
         async with self._locks.hold(thread_id):
+            caught_up = False
             for attempt in range(1, _MAX_ATTEMPTS + 1):
-                event = decide()
+                try:
+                    event = decide()
+                except NotFoundError:
+                    if caught_up:
+                        raise
+                    caught_up = True
+                    await self._catch_up(None)
+                    continue
                 if event is None:
                     return
                 head = self.views.head(self._subjects.thread(event.tenant_id, event.thread_id))
@@ -178,15 +207,22 @@ class _ProjectedStore(ViewQueries):
                     event, prev_hash=event_digest(head.payload) if head else None
                 )
                 try:
-                    await self._commit(chained, head.sequence if head else 0)
+                    sequence = await self._commit(chained, head.sequence if head else 0)
                 except ConflictError as conflict:
                     if attempt == _MAX_ATTEMPTS:
                         raise
+                    self.conflicts += 1
                     await self._catch_up(conflict)
                     # Jittered backoff, so writers racing on one thread stop meeting in lockstep.
                     await asyncio.sleep(random.uniform(0, 0.001 * attempt))  # noqa: S311
-                else:
+                    continue
+                rejection = self._projection.rejection(sequence)
+                if rejection is None:
                     return
+                logger.info("write at sequence %d lost a race: %s", sequence, rejection.reason)
+            raise ConvlogError(
+                f"gave up on a write to thread {thread_id!r} after {_MAX_ATTEMPTS} tries"
+            )
 
     # --- writes ----------------------------------------------------------------------------
 
@@ -219,13 +255,17 @@ class _ProjectedStore(ViewQueries):
         await self._write(thread_id, lambda: self._commands.delete_message(message_id))
 
     async def get_or_create_thread(self, tenant_id: str, user_id: str) -> Thread:
-        """The user's newest live thread, or a new one (the seed always made a new one)."""
-        newest = self.views.list_threads(tenant_id, user_id, 1, 0)
-        if newest:
-            return newest[0]
-        thread = Thread.new(TenantId.from_string(tenant_id), UserId.from_string(user_id))
-        await self.create_thread(thread)
-        return thread
+        """The user's newest live thread, or a new one (the seed always made a new one).
+
+        Calls in one process are serialised per user; two processes racing may both create.
+        """
+        async with self._owner_locks.hold(f"{tenant_id}\x00{user_id}"):
+            newest = self.views.list_threads(tenant_id, user_id, 1, 0)
+            if newest:
+                return newest[0]
+            thread = Thread.new(TenantId.from_string(tenant_id), UserId.from_string(user_id))
+            await self.create_thread(thread)
+            return thread
 
 
 class InMemoryMessageStore(_ProjectedStore):
@@ -242,21 +282,23 @@ class InMemoryMessageStore(_ProjectedStore):
         """The seed's name for this store."""
         return "in-memory-message-store"
 
-    async def _commit(self, event: AnyEvent, expected: int) -> None:
+    async def _commit(self, event: AnyEvent, expected: int) -> int:
         subject = self._subjects.thread(event.tenant_id, event.thread_id)
         head = self.views.head(subject)
         actual = head.sequence if head else 0
         if actual != expected:  # pragma: no cover - one process, writes serialised per thread
             raise ConflictError(subject, expected, actual)
-        payload = self._codec.encode(event, limit=self._max_payload)
+        payload = self._codec.encode(event, limit=self._max_payload - HEADER_ROOM)
+        sequence = self._projection.sequence + 1
         self._projection.apply(
             LogRecord(
-                sequence=self._projection.sequence + 1,
+                sequence=sequence,
                 time=event.occurred_at,
                 subject=subject,
                 data=payload,
             )
         )
+        return sequence
 
 
 class JetStreamMessageStore(_ProjectedStore, Audit):
@@ -312,7 +354,7 @@ class JetStreamMessageStore(_ProjectedStore, Audit):
             end = await log.last_sequence()
             await worker.start()
             if wait_until_ready:
-                with paused_gc():
+                with paused_gc(freeze=True):
                     await worker.wait_for(end)
         except BaseException:
             if worker is not None:
@@ -380,7 +422,11 @@ class JetStreamMessageStore(_ProjectedStore, Audit):
             snapshots=self.snapshots.health(),
         )
 
-    async def _commit(self, event: AnyEvent, expected: int) -> None:
+    def _check_open(self) -> None:
+        if self._worker.failure is not None:
+            raise self._worker.failure
+
+    async def _commit(self, event: AnyEvent, expected: int) -> int:
         payload = self.log.encode(event)
         sequence = await self.log.append(
             event, expected_last_subject_sequence=expected, payload=payload
@@ -389,8 +435,20 @@ class JetStreamMessageStore(_ProjectedStore, Audit):
         self._worker.fold_own(
             LogRecord(sequence=sequence, time=event.occurred_at, subject=subject, data=payload)
         )
-        await self._worker.wait_for(sequence)
+        await self._folded(sequence)
+        return sequence
 
-    async def _catch_up(self, conflict: ConflictError) -> None:
-        target = conflict.actual if conflict.actual is not None else await self.log.last_sequence()
-        await self._worker.wait_for(target)
+    async def _folded(self, sequence: int) -> None:
+        """Wait, within the write timeout, for this store's views to fold ``sequence``."""
+        try:
+            await asyncio.wait_for(self._worker.wait_for(sequence), self.log.write_timeout)
+        except TimeoutError:
+            raise ProjectionError(
+                f"the event is stored, but this store's views had not folded it within "
+                f"{self.log.write_timeout}s; repeating the call is safe",
+                sequence,
+            ) from None
+
+    async def _catch_up(self, conflict: ConflictError | None) -> None:
+        actual = conflict.actual if conflict is not None else None
+        await self._folded(actual if actual is not None else await self.log.last_sequence())

@@ -34,6 +34,7 @@ from eventlog import (
     ThreadUpdated,
     ValidationError,
 )
+from projections._gc import paused_gc
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -323,19 +324,27 @@ class Views:
 
     def digest(self) -> str:
         """A digest of every thread and message; equal views give equal digests."""
-        return _digest(
-            (
-                thread_id,
-                entry.thread.model_dump_json().encode(),
-                (self._messages[m].message.model_dump_json().encode() for m in entry.message_ids),
+        with paused_gc():
+            return _digest(
+                (
+                    thread_id,
+                    entry.thread.model_dump_json().encode(),
+                    (
+                        self._messages[m].message.model_dump_json().encode()
+                        for m in entry.message_ids
+                    ),
+                )
+                for thread_id, entry in self._threads.items()
             )
-            for thread_id, entry in self._threads.items()
-        )
 
     # --- the whole state, for snapshots ----------------------------------------------------
 
     def dump(self) -> ViewsState:
         """Everything the views hold, as plain data (models as their JSON), for a snapshot."""
+        with paused_gc():
+            return self._dump()
+
+    def _dump(self) -> ViewsState:
         return ViewsState(
             threads=[
                 _ThreadRow(
@@ -361,6 +370,11 @@ class Views:
     @classmethod
     def load(cls, state: ViewsState) -> Views:
         """Views holding exactly ``state``; the models are validated as they are read."""
+        with paused_gc(freeze=True):
+            return cls._load(state)
+
+    @classmethod
+    def _load(cls, state: ViewsState) -> Views:
         views = cls()
         for row in state.threads:
             thread = Thread.model_validate_json(row.thread)
@@ -425,6 +439,13 @@ class Projection:
         self.skipped.append(skipped)
         self._skipped_at[record.sequence] = skipped
         logger.warning("skipped sequence %d on %s: %s", *msgspec.structs.astuple(skipped))
+
+    def resume(self, views: Views, sequence: int, skipped: Iterable[SkippedEvent]) -> None:
+        """Continue from a saved state (a snapshot): these views, folded up to ``sequence``."""
+        self.views = views
+        self.sequence = sequence
+        self.skipped = list(skipped)
+        self._skipped_at = {record.sequence: record for record in self.skipped}
 
     def rejection(self, sequence: int) -> SkippedEvent | None:
         """Why the record at ``sequence`` was skipped, or None if it applied (or is unseen)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import msgspec
+import nats
 import pytest
 
 from eventlog import BlobBucket, Message, Thread
@@ -252,6 +253,26 @@ async def test_a_periodic_policy_writes_snapshots_and_keeps_the_newest(
     reader = await connect_store()
     assert (await reader.health_check()).snapshots.restored == names[-1]
     assert await reader.count_messages(thread.id) == 11
+
+
+async def test_skipped_records_are_kept_across_a_restore(
+    connect_store: StoreFactory, nats_url: str, stream_settings: StreamSettings
+) -> None:
+    """Records the fold skipped before the snapshot stay listed, with their reasons."""
+    writer = await connect_store()
+    thread = await conversation(writer)
+    nc = await nats.connect(nats_url)
+    subject = writer.log.subjects.thread(thread.tenant_id, thread.id)
+    ack = await nc.jetstream().publish(subject, b"not an event", stream=stream_settings.name)
+    await nc.close()
+    await writer.wait_for(ack.seq)
+    await writer.snapshot()
+    reader = await connect_store()
+    health = await reader.health_check()
+    assert health.snapshots.restored is not None
+    assert [skipped.sequence for skipped in health.skipped] == [ack.seq]
+    assert reader._projection.rejection(ack.seq) == health.skipped[0]
+    assert "not a convlog event" in health.skipped[0].reason
 
 
 def test_policy_values_are_checked() -> None:
