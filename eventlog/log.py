@@ -274,10 +274,25 @@ class EventLog:
             raise UnavailableError(self.url, "JetStream did not answer; is it enabled?") from err
         existing = info.config
         problems = []
-        if self.subjects.all not in (existing.subjects or []):
-            problems.append(f"subjects {existing.subjects} do not include {self.subjects.all!r}")
+        if (existing.subjects or []) != [self.subjects.all]:
+            problems.append(f"its subjects are {existing.subjects}, not [{self.subjects.all!r}]")
         if not existing.deny_delete or not existing.deny_purge:
             problems.append("it allows deleting or purging messages")
+        limits = {
+            "max_msgs": existing.max_msgs,
+            "max_bytes": existing.max_bytes,
+            "max_age": existing.max_age,
+            "max_msgs_per_subject": existing.max_msgs_per_subject,
+        }
+        problems += [
+            f"{name} = {value} would drop history"
+            for name, value in limits.items()
+            if value not in (None, 0, -1)
+        ]
+        if existing.allow_msg_ttl:
+            problems.append("per-message TTLs (allow_msg_ttl) would let events expire")
+        if not existing.duplicate_window:
+            problems.append("it has no duplicate window, so retried appends would be stored twice")
         if existing.storage != api.StorageType.FILE:
             problems.append("it is kept in memory, not on disk")
         if not existing.allow_direct:
@@ -523,12 +538,17 @@ class EventLog:
     ) -> Follower:
         """Deliver every record from ``start_sequence`` on, in order, to ``on_record``.
 
-        Uses an ordered push consumer with a callback: gap-free, re-created by the client
-        after a reconnect, and much faster than pull ``fetch`` loops.
+        An ordered push consumer with a callback: much faster than pull ``fetch`` loops, and
+        re-created by the client after missed heartbeats (a server restart). ``on_record``
+        must be quick: records it cannot keep up with pile up in the client, which drops
+        them past its limits; a caller that folds (as the projection does) checks that
+        sequences follow on. For a reader that may be slow, use :meth:`read`.
         """
 
         async def deliver(msg: Msg) -> None:
             meta = msg.metadata
+            if meta.sequence.stream < start_sequence:
+                return  # nats-py re-creates an ordered consumer from 1 if nothing came yet
             await on_record(
                 LogRecord(
                     sequence=meta.sequence.stream,

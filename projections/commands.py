@@ -43,6 +43,13 @@ def utc_now() -> datetime:
 
 _THREAD_IDENTITY = ("tenant_id", "user_id")
 _MESSAGE_IDENTITY = ("thread_id", "role", "execution_id")
+_LATER = {"updated_at", "deleted_at"}
+"""Fields the store moves after a create (a new message bumps a thread's updated_at)."""
+
+
+def _same_create(current: Thread | Message, given: Thread | Message) -> bool:
+    """Whether ``given`` is a retry of the create that made ``current``."""
+    return current.model_dump(exclude=_LATER) == given.model_dump(exclude=_LATER)
 
 
 class Commands:
@@ -82,10 +89,10 @@ class Commands:
         return thread
 
     def create_thread(self, thread: Thread) -> ThreadCreated | None:
-        """Create ``thread`` as given; an identical retry is a no-op."""
+        """Create ``thread`` as given; a retry of the same create is a no-op."""
         existing = self._views.thread(thread.id)
         if existing is not None:
-            if existing == thread:
+            if _same_create(existing, thread):
                 return None
             raise AlreadyExistsError("thread", thread.id)
         return ThreadCreated(**self._envelope(thread.tenant_id, thread.id), thread=thread)
@@ -116,10 +123,10 @@ class Commands:
         return ThreadDeleted(**envelope, deleted_at=envelope["occurred_at"])
 
     def create_message(self, message: Message) -> MessageCreated | None:
-        """Add a message to a live thread; an identical retry is a no-op."""
+        """Add a message to a live thread; a retry of the same create is a no-op."""
         existing = self._views.message(message.id)
         if existing is not None:
-            if existing == message:
+            if _same_create(existing, message):
                 return None
             raise AlreadyExistsError("message", message.id)
         thread = self._live_thread(message.thread_id)

@@ -12,6 +12,7 @@ import asyncio
 import heapq
 import itertools
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from eventlog import LogRecord, ProjectionError
@@ -34,7 +35,10 @@ class ProjectionWorker:
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._tiebreak = itertools.count()
         self._follower: Follower | None = None
+        self._refollowing: asyncio.Task[None] | None = None
         self.failure: ProjectionError | None = None
+        self.last_progress = time.monotonic()
+        """When the views last moved forward (monotonic seconds)."""
 
     async def start(self) -> None:
         """Start following the stream after the last sequence already folded."""
@@ -43,11 +47,14 @@ class ProjectionWorker:
         )
 
     async def stop(self) -> None:
-        """Stop following; waiters still pending get a ProjectionError."""
+        """Stop following; waiters still pending, and later writers, get a ProjectionError."""
+        if self._refollowing is not None:
+            self._refollowing.cancel()
         if self._follower is not None:
             await self._follower.stop()
             self._follower = None
-        self._release(ProjectionError("the store was closed"))
+        self.failure = self.failure or ProjectionError("the store was closed")
+        self._release(self.failure)
 
     def fold_own(self, record: LogRecord) -> None:
         """Fold a record this process just appended, if it is the very next one.
@@ -60,7 +67,30 @@ class ProjectionWorker:
             self._fold(record)
 
     async def _on_record(self, record: LogRecord) -> None:
+        if record.sequence > self.projection.sequence + 1:
+            # The stream is ours alone and never deletes, so a jump means the client lost
+            # records (it drops on overflow): follow again from the first one missing.
+            self._refollow(record.sequence)
+            return
         self._fold(record)
+
+    def _refollow(self, seen: int) -> None:
+        if self._refollowing is not None and not self._refollowing.done():
+            return
+        logger.warning(
+            "projection missed sequences %d to %d; following again from %d",
+            self.projection.sequence + 1,
+            seen - 1,
+            self.projection.sequence + 1,
+        )
+        self._refollowing = asyncio.create_task(self._restart_follower())
+
+    async def _restart_follower(self) -> None:
+        if self._follower is not None:
+            await self._follower.stop()
+        self._follower = await self._log.follow(
+            self._on_record, start_sequence=self.projection.sequence + 1
+        )
 
     def _fold(self, record: LogRecord) -> None:
         if self.failure is not None:
@@ -73,6 +103,7 @@ class ProjectionWorker:
             self.failure.__cause__ = err
             self._release(self.failure)
             return
+        self.last_progress = time.monotonic()
         self._release()
 
     def _release(self, error: ProjectionError | None = None) -> None:

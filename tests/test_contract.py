@@ -205,6 +205,18 @@ async def test_identical_create_is_an_idempotent_retry(store: MessageStore) -> N
     assert await store.count_messages(thread.id) == 1
 
 
+async def test_create_retried_after_later_writes_is_still_a_retry(store: MessageStore) -> None:
+    """A create repeated after the store moved updated_at or deleted the entity is a no-op."""
+    thread = await new_thread(store)
+    message = Message.user(thread.id, "first")
+    await store.create_message(message)  # bumps the thread's updated_at
+    await store.update_message(message.model_copy(update={"content": "edited"}))
+    assert await store.create_thread(thread) == thread.id
+    await store.delete_message(message.id)
+    with pytest.raises(AlreadyExistsError):  # its content moved on: not the same create
+        await store.create_message(message)
+
+
 async def test_create_existing_message_with_other_content_is_refused(store: MessageStore) -> None:
     """A message id that exists with other content raises AlreadyExistsError."""
     thread = await new_thread(store)

@@ -124,9 +124,21 @@ async def test_server_refuses_delete_and_purge(
     [
         ({"deny_delete": False, "deny_purge": True}, "allows deleting or purging"),
         ({"deny_delete": True, "deny_purge": False}, "allows deleting or purging"),
-        ({"deny_delete": True, "deny_purge": True, "subjects": ["other.>"]}, "do not include"),
+        ({"deny_delete": True, "deny_purge": True, "subjects": ["other.>"]}, "its subjects"),
+        ({"deny_delete": True, "deny_purge": True, "extra": True}, "its subjects"),
+        ({"deny_delete": True, "deny_purge": True, "max_msgs_per_subject": 1}, "drop history"),
+        ({"deny_delete": True, "deny_purge": True, "max_age": 60.0}, "drop history"),
+        ({"deny_delete": True, "deny_purge": True, "allow_msg_ttl": True}, "expire"),
     ],
-    ids=["deny-delete-off", "deny-purge-off", "other-subjects"],
+    ids=[
+        "deny-delete-off",
+        "deny-purge-off",
+        "other-subjects",
+        "extra-subjects",
+        "one-per-subject",
+        "max-age",
+        "message-ttl",
+    ],
 )
 async def test_connect_refuses_an_unfit_existing_stream(
     nats_url: str,
@@ -135,9 +147,11 @@ async def test_connect_refuses_an_unfit_existing_stream(
     unfit: dict[str, object],
     problem: str,
 ) -> None:
-    """An existing stream that allows delete/purge or misses the subjects is a ValidationError."""
+    """An existing stream that could lose, hide or expire history is refused, and left as it was."""
     name = stream_settings.name
     config = {"subjects": [f"{stream_settings.subject_prefix}.>"], **unfit}
+    if config.pop("extra", False):
+        config["subjects"] = [*config["subjects"], f"extra{stream_settings.subject_prefix}.>"]  # type: ignore[list-item]
     await raw_js.add_stream(name=name, storage=api.StorageType.FILE, **config)
     with pytest.raises(ValidationError, match=problem) as caught:
         await EventLog.connect(nats_url, stream=stream_settings)
