@@ -9,6 +9,7 @@ import nats
 import pytest
 
 from eventlog import (
+    AlreadyExistsError,
     EventLog,
     Message,
     MessageCreated,
@@ -86,6 +87,44 @@ async def test_concurrent_writers_on_one_thread_lose_nothing(connect_store: Stor
     contents = [m.content for m in await left.list_messages(thread.id)]
     assert sorted(contents) == sorted([f"L{i}" for i in range(15)] + [f"R{i}" for i in range(15)])
     assert left.views.digest() == right.views.digest()
+    assert left.conflicts + right.conflicts > 0  # the race really happened, and was retried
+
+
+async def test_same_thread_id_in_two_tenants_goes_to_the_first(connect_store: StoreFactory) -> None:
+    """Two stores racing to create one thread id in two tenants: one wins, one gets an error."""
+    left, right = await connect_store(), await connect_store()
+    mine, theirs = (
+        Thread.with_id("support", "tenant-a", "alice"),
+        Thread.with_id("support", "tenant-b", "bob"),
+    )
+    outcomes = await asyncio.gather(
+        left.create_thread(mine), right.create_thread(theirs), return_exceptions=True
+    )
+    errors = [o for o in outcomes if isinstance(o, Exception)]
+    assert len(errors) == 1
+    assert isinstance(errors[0], AlreadyExistsError)
+    await left.wait_for(await right.log.last_sequence())
+    await right.wait_for(await left.log.last_sequence())
+    winner = await left.get_thread("support")
+    assert winner is not None
+    assert winner == await right.get_thread("support")
+    assert winner.tenant_id == ("tenant-a" if outcomes[0] == "support" else "tenant-b")
+
+
+async def test_a_fresh_entity_from_another_store_is_not_reported_missing(
+    connect_store: StoreFactory,
+) -> None:
+    """Updating a message another store just created works: the view catches up first."""
+    writer, reader = await connect_store(), await connect_store()
+    thread = Thread.new("acme", "alice")
+    await writer.create_thread(thread)
+    for turn in range(20):
+        message = Message.user(thread.id, f"m{turn}")
+        await writer.create_message(message)
+        await reader.update_message(message.model_copy(update={"content": f"edited {turn}"}))
+        edited = await reader.get_message(message.id)
+        assert edited is not None
+        assert edited.content == f"edited {turn}"
 
 
 async def test_events_form_a_hash_chain_per_thread(connect_store: StoreFactory) -> None:
