@@ -13,11 +13,18 @@ __all__ = ["Health"]
 
 
 class Health(msgspec.Struct, frozen=True, kw_only=True):
-    """How a store is doing: ``status`` is "ok", "degraded" (server away) or "failed"."""
+    """How a store is doing: ``status`` is "ok", "degraded" or "failed".
+
+    Degraded: the server is away (reads still answer, writes fail), or the views have been
+    behind the stream without moving for a while. Failed: the projection stopped. Unlike
+    the seed's ``health_check() -> Result<()>``, this reports and does not raise.
+    """
 
     status: Literal["ok", "degraded", "failed"]
     applied_sequence: int
     connected: bool
+    stream_sequence: int | None = None
+    """The stream's last sequence when asked (None when the server could not be asked)."""
     skipped: tuple[SkippedEvent, ...] = ()
     detail: str = ""
     snapshots: SnapshotHealth = msgspec.field(default_factory=SnapshotHealth)

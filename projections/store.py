@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from typing import TYPE_CHECKING, Literal, Protocol, Self, runtime_checkable
 
 import msgspec
@@ -57,6 +58,9 @@ __all__ = ["Health", "InMemoryMessageStore", "JetStreamMessageStore", "MessageSt
 
 _MAX_ATTEMPTS = 32
 """Appends tried before a conflict is given up on; each lost race means another writer won."""
+
+_STUCK_AFTER = 10.0
+"""Seconds views may stay behind the stream without moving before health says degraded."""
 
 _DEFAULT_MAX_PAYLOAD = 1024 * 1024
 """nats-server's default max payload; the in-memory store keeps the same limit."""
@@ -407,18 +411,35 @@ class JetStreamMessageStore(_ProjectedStore, Audit):
         await self._worker.wait_for(sequence)
 
     async def health_check(self) -> Health:
-        """ok, degraded (server away: reads still answer, writes fail) or failed."""
+        """ok; degraded (server away, or views stuck behind the stream); or failed."""
         failure = self._worker.failure
         connected = self.log.is_connected
-        status: Literal["ok", "degraded", "failed"] = (
-            "failed" if failure is not None else "ok" if connected else "degraded"
+        stream_sequence: int | None = None
+        if connected and failure is None:
+            with contextlib.suppress(ConvlogError):
+                stream_sequence = await self.log.last_sequence()
+        applied = self._projection.sequence
+        stuck = (
+            stream_sequence is not None
+            and stream_sequence > applied
+            and time.monotonic() - self._worker.last_progress > _STUCK_AFTER
         )
+        status: Literal["ok", "degraded", "failed"] = "ok"
+        detail = ""
+        if failure is not None:
+            status, detail = "failed", str(failure)
+        elif not connected:
+            status, detail = "degraded", f"NATS at {self.log.url} is away; reads answer"
+        elif stuck:
+            status = "degraded"
+            detail = f"the views stand at {applied} of {stream_sequence} and are not moving"
         return Health(
             status=status,
-            applied_sequence=self._projection.sequence,
+            applied_sequence=applied,
             connected=connected,
+            stream_sequence=stream_sequence,
             skipped=tuple(self._projection.skipped),
-            detail=str(failure) if failure is not None else "",
+            detail=detail,
             snapshots=self.snapshots.health(),
         )
 
@@ -440,6 +461,8 @@ class JetStreamMessageStore(_ProjectedStore, Audit):
 
     async def _folded(self, sequence: int) -> None:
         """Wait, within the write timeout, for this store's views to fold ``sequence``."""
+        if self._projection.sequence >= sequence and self._worker.failure is None:
+            return  # the common case: fold_own applied it already; skip the timer task
         try:
             await asyncio.wait_for(self._worker.wait_for(sequence), self.log.write_timeout)
         except TimeoutError:
