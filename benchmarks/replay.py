@@ -226,7 +226,7 @@ async def replay_cases(url: str, *, count: int, runs: int) -> list[Result]:
             unit="events/s",
             ours=median(ours_rates),
             baseline=median(raw_rates),
-            target=">= 0.40x",
+            target=">= 0.90x",  # issue 5's target; the gap is reported, not hidden
             higher_is_better=True,
         ),
         Result(

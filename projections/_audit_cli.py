@@ -18,8 +18,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-import platformdirs
-
 from eventlog import export_events, import_events, verify_chains
 from projections._render import (
     Colours,
@@ -33,6 +31,7 @@ from projections.cli import (
     EXIT_OK,
     Target,
     connect,
+    kept_data_dir,
     nats_server,
     open_log,
     print_thread,
@@ -51,10 +50,6 @@ __all__ = ["add_audit_commands"]
 _DIGEST_SHOWN = 16
 
 
-def _data_dir(target: Target) -> Path:
-    return target.data_dir or Path(platformdirs.user_data_dir("convlog")) / "nats"
-
-
 class _Closing(Protocol):
     async def close(self) -> None: ...
 
@@ -67,7 +62,7 @@ async def _opened(
     target: Target, opener: Callable[[Target, str], Awaitable[_C]]
 ) -> AsyncIterator[_C]:
     """What ``opener`` opens on the target's server (embedded if need be), closed after."""
-    async with nats_server(target.nats_url, _data_dir(target)) as url:
+    async with nats_server(target.nats_url, kept_data_dir(target)) as url:
         opened = await opener(target, url)
         try:
             yield opened

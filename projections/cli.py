@@ -112,6 +112,11 @@ async def connect(target: Target, url: str) -> JetStreamMessageStore:
     )
 
 
+def kept_data_dir(target: Target) -> Path:
+    """Where an embedded server keeps the log between runs: --data-dir, or the user data dir."""
+    return target.data_dir or Path(platformdirs.user_data_dir("convlog")) / "nats"
+
+
 async def open_log(target: Target, url: str) -> EventLog:
     """Connect to the target's stream as a bare log, without views, to read or append."""
     return await EventLog.connect(
@@ -266,8 +271,7 @@ async def serve(target: Target, interval: float) -> int:
     for signum in signals:
         loop.add_signal_handler(signum, stop.set)
     try:
-        data_dir = target.data_dir or Path(platformdirs.user_data_dir("convlog")) / "nats"
-        async with nats_server(target.nats_url, data_dir) as url:
+        async with nats_server(target.nats_url, kept_data_dir(target)) as url:
             store = await until_stopped(stop, connect(target, url))
             if store is None:
                 return EXIT_OK
@@ -318,12 +322,8 @@ async def tail(target: Target, args: argparse.Namespace) -> int:
         start = args.since
     elif args.start is not None:
         start = args.start - 1
-    async with nats_server(target.nats_url, target.data_dir) as url:
-        log = await EventLog.connect(
-            url,
-            stream=StreamSettings(name=target.stream, subject_prefix=target.subject_prefix),
-            options=ConnectOptions(connect_timeout=target.connect_timeout),
-        )
+    async with nats_server(target.nats_url, kept_data_dir(target)) as url:
+        log = await open_log(target, url)
         try:
             subscription = log.subscribe(
                 tenant_id=args.tenant,
