@@ -30,12 +30,12 @@ from eventlog import (
     Message,
     MessageId,
     NotFoundError,
-    ProjectionError,
     StreamSettings,
     Subjects,
     TenantId,
     Thread,
     ThreadId,
+    UnavailableError,
     UserId,
     event_digest,
 )
@@ -466,10 +466,11 @@ class JetStreamMessageStore(_ProjectedStore, Audit):
         try:
             await asyncio.wait_for(self._worker.wait_for(sequence), self.log.write_timeout)
         except TimeoutError:
-            raise ProjectionError(
-                f"the event is stored, but this store's views had not folded it within "
-                f"{self.log.write_timeout}s; repeating the call is safe",
-                sequence,
+            raise UnavailableError(
+                self.log.url,
+                f"the event is stored at sequence {sequence}, but this store's views had not "
+                f"folded it within {self.log.write_timeout}s (catching up after a reconnect?); "
+                "repeating the call is safe",
             ) from None
 
     async def _catch_up(self, conflict: ConflictError | None) -> None:

@@ -15,7 +15,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from eventlog import LogRecord, ProjectionError
+from eventlog import ConvlogError, LogRecord, ProjectionError
 
 if TYPE_CHECKING:
     from eventlog import EventLog, Follower
@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 __all__ = ["ProjectionWorker"]
 
 logger = logging.getLogger(__name__)
+
+_REFOLLOW_TRIES = 120
+"""Attempts, 0.25 s apart, to follow the stream again after a reconnect or a gap."""
 
 
 class ProjectionWorker:
@@ -45,6 +48,12 @@ class ProjectionWorker:
         self._follower = await self._log.follow(
             self._on_record, start_sequence=self.projection.sequence + 1
         )
+        self._log.connection.when_reconnected(self._reconnected)
+
+    def _reconnected(self) -> None:
+        """After a reconnect, follow again at once rather than wait for missed heartbeats."""
+        if self.failure is None and (self._refollowing is None or self._refollowing.done()):
+            self._refollowing = asyncio.create_task(self._restart_follower())
 
     async def stop(self) -> None:
         """Stop following; waiters still pending, and later writers, get a ProjectionError."""
@@ -86,11 +95,22 @@ class ProjectionWorker:
         self._refollowing = asyncio.create_task(self._restart_follower())
 
     async def _restart_follower(self) -> None:
+        """Follow again from the first record not folded, retrying while JetStream recovers."""
         if self._follower is not None:
             await self._follower.stop()
-        self._follower = await self._log.follow(
-            self._on_record, start_sequence=self.projection.sequence + 1
-        )
+            self._follower = None
+        for _ in range(_REFOLLOW_TRIES):
+            try:
+                self._follower = await self._log.follow(
+                    self._on_record, start_sequence=self.projection.sequence + 1
+                )
+            except ConvlogError as err:
+                logger.info("projection cannot follow yet: %s", err)
+                await asyncio.sleep(0.25)  # retry backoff while the server recovers its streams
+            else:
+                return
+        self.failure = ProjectionError("could not follow the stream again after a reconnect")
+        self._release(self.failure)
 
     def _fold(self, record: LogRecord) -> None:
         if self.failure is not None:
