@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import pytest
 
-from eventlog import ConnectOptions, EmbeddedNats, Message, Thread, UnavailableError
+from eventlog import (
+    ConnectOptions,
+    EmbeddedNats,
+    EventLog,
+    Message,
+    Thread,
+    ThreadCreated,
+    UnavailableError,
+    new_event_id,
+)
 from projections import JetStreamMessageStore
 
 if TYPE_CHECKING:
@@ -60,4 +71,57 @@ async def test_server_away_then_back(tmp_path: Path) -> None:
         await fresh.close()
     finally:
         await store.close()
+        await server.stop()
+
+
+async def test_crash_during_concurrent_appends_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    """SIGKILL mid-stream: every acked append survives; retried ones are stored exactly once."""
+    server = EmbeddedNats(data_dir=tmp_path)
+    await server.start()
+    log = await EventLog.connect(server.url, options=ConnectOptions(write_timeout=1.0))
+    acknowledged: dict[str, int] = {}
+    failed: list[ThreadCreated] = []
+    events = [
+        ThreadCreated(
+            event_id=new_event_id(),
+            occurred_at=datetime.now(UTC),
+            tenant_id="acme",
+            thread_id=thread.id,
+            thread=thread,
+        )
+        for thread in (Thread.new("acme", f"user{i % 7}") for i in range(400))
+    ]
+    killed = asyncio.Event()
+
+    async def writer(batch: list[ThreadCreated]) -> None:
+        for index, event in enumerate(batch):
+            try:
+                acknowledged[event.event_id] = await log.append(event)
+            except UnavailableError:
+                failed.extend(batch[index:])  # this writer stops; it retries all once back
+                return
+            if len(acknowledged) >= 150 and not killed.is_set():
+                killed.set()
+                await server.kill()
+
+    try:
+        await asyncio.gather(*(writer(events[i::8]) for i in range(8)))
+        assert killed.is_set()
+        assert failed  # the crash really cut some appends off
+        await server.start()
+        await log.connection.wait()
+        for event in failed:  # the client's retry: the same event, so the same id
+            for _ in range(100):
+                try:
+                    acknowledged[event.event_id] = await log.append(event)
+                    break
+                except UnavailableError:
+                    await log.connection.wait()
+        stored = [log.codec.decode(r.data).event_id async for r in log.read()]
+        assert len(stored) == len(set(stored))  # no duplicates anywhere
+        assert set(stored) == {e.event_id for e in events}  # every acked and retried event
+        positions = {event_id: index + 1 for index, event_id in enumerate(stored)}
+        assert all(positions[e] == seq for e, seq in acknowledged.items())
+    finally:
+        await log.close()
         await server.stop()
