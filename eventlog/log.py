@@ -70,6 +70,9 @@ JS_MESSAGE_TOO_LARGE: Final = 10054
 JS_BATCH_WRONG_LAST_SEQUENCE: Final = 10164
 JS_BATCH_DUPLICATE_MSG_ID: Final = 10201
 
+_RETRY_SCAN: Final = 64
+"""Records after the expected sequence searched for a retried event's own id."""
+
 MAX_BATCH: Final = 1000
 """The server's limit of messages in one atomic batch."""
 
@@ -349,7 +352,9 @@ class EventLog:
         if ack.error is None:
             return ack.seq
         if ack.error.err_code == JS_WRONG_LAST_SEQUENCE:
-            stored = await self._already_stored(subject, event.event_id)
+            stored = await self._already_stored(
+                subject, event.event_id, after=expected_last_subject_sequence or 0
+            )
             if stored is not None:
                 return stored
             raise ConflictError(
@@ -425,12 +430,22 @@ class EventLog:
             ) from err
         return _PUB_ACK.decode(reply.data)
 
-    async def _already_stored(self, subject: str, event_id: str) -> int | None:
-        """The sequence of ``event_id`` if it is the last event on ``subject`` (a retry)."""
-        last = await self.last_on_subject(subject)
-        if last is None or last[1] != event_id:
-            return None
-        return last[0]
+    async def _already_stored(self, subject: str, event_id: str, *, after: int) -> int | None:
+        """The sequence of ``event_id`` on ``subject`` after ``after``, if stored (a retry).
+
+        The server checks the expected sequence before its duplicate window, so a retry of
+        an append that did land comes back as a conflict; the event then sits among the
+        first records after the expected one. Looks at up to ``_RETRY_SCAN`` of them.
+        """
+        sequence = after
+        for _ in range(_RETRY_SCAN):
+            found = await self._direct_get({"seq": sequence + 1, "next_by_subj": subject})
+            if found is None:
+                return None
+            sequence, stored_id = found
+            if stored_id == event_id:
+                return sequence
+        return None
 
     def _refused(self, error: _ApiError, where: str, size: int) -> ConvlogError:
         if error.err_code == JS_MESSAGE_TOO_LARGE:
@@ -448,7 +463,11 @@ class EventLog:
 
     async def last_on_subject(self, subject: str) -> tuple[int, str] | None:
         """``(sequence, event id)`` of the last event on ``subject``, or None if it has none."""
-        request = msgspec.json.encode({"last_by_subj": subject})
+        return await self._direct_get({"last_by_subj": subject})
+
+    async def _direct_get(self, query: dict[str, object]) -> tuple[int, str] | None:
+        """``(sequence, event id)`` of the record a direct get finds, or None."""
+        request = msgspec.json.encode(query)
         try:
             reply = await self._nc.request(
                 f"$JS.API.DIRECT.GET.{self.stream.name}",

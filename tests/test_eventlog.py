@@ -232,6 +232,19 @@ async def test_expected_sequence_guards_a_thread(event_log: EventLog) -> None:
     assert third == other + 1
 
 
+async def test_retry_recognised_after_later_appends_to_the_thread(event_log: EventLog) -> None:
+    """A retry whose event has since been followed by others still returns its own sequence."""
+    event = thread_created()
+    original = await event_log.append(event, expected_last_subject_sequence=0)
+    later = await event_log.append(
+        message_created("after"), expected_last_subject_sequence=original
+    )
+    assert await event_log.append(event, expected_last_subject_sequence=0) == original
+    assert await event_log.last_sequence() == later
+    with pytest.raises(ConflictError):  # a different event with the stale expectation conflicts
+        await event_log.append(message_created("stale"), expected_last_subject_sequence=0)
+
+
 async def test_retried_append_with_stale_expectation_returns_original(
     event_log: EventLog,
 ) -> None:
