@@ -19,6 +19,7 @@ from eventlog import (
     StreamSettings,
     Subscription,
     Thread,
+    UnavailableError,
 )
 from projections import JetStreamMessageStore
 
@@ -151,12 +152,16 @@ async def test_subscription_survives_a_server_restart(tmp_path: object) -> None:
 
 
 async def _retry_until_written(store: JetStreamMessageStore, message: Message) -> None:
-    """Right after a restart JetStream may still be recovering: retry the same write."""
-    for _ in range(50):
+    """Right after a restart JetStream may still be recovering: retry the same write.
+
+    Repeating the call is safe (a retried create is a no-op), so each try waits on the
+    connection being up and then on the write's own timeout, never on a fixed sleep.
+    """
+    for _ in range(100):
         try:
             await store.create_message(message)
-        except Exception:  # noqa: BLE001 - any failure here means 'not yet'
-            await asyncio.sleep(0.1)  # retry backoff while the server recovers its streams
+        except UnavailableError:
+            await store.log.connection.wait()
         else:
             return
     pytest.fail("the restarted server never took the write")
