@@ -13,6 +13,7 @@ from eventlog.errors import (
     EmbeddedServerError,
     NotFoundError,
     PayloadTooLargeError,
+    PermissionDeniedError,
     ProjectionError,
     UnavailableError,
     ValidationError,
@@ -75,6 +76,7 @@ from eventlog.model import (
     ToolCallPart,
     ToolResultPart,
 )
+from eventlog.security import TenantPermissions, tls_context
 from eventlog.server import (
     EmbeddedNats,
     find_nats_server,
@@ -156,6 +158,7 @@ __all__ = [
     "NotFoundError",
     "ParentType",
     "PayloadTooLargeError",
+    "PermissionDeniedError",
     "ProjectionError",
     "ReasoningPart",
     "SourcePart",
@@ -166,6 +169,7 @@ __all__ = [
     "Subscription",
     "SubscriptionContext",
     "TenantId",
+    "TenantPermissions",
     "TextPart",
     "Thread",
     "ThreadCreated",
@@ -191,5 +195,6 @@ __all__ = [
     "import_events",
     "new_event_id",
     "server_time",
+    "tls_context",
     "verify_chains",
 ]

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+import collections
+import logging
+import re
+from typing import TYPE_CHECKING, Final
+
+import nats.errors
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 __all__ = ["ConnectionState"]
+
+logger = logging.getLogger(__name__)
+
+_DENIED: Final = re.compile(
+    r'permissions violation for (?:publish|subscription) to "([^"]+)"', re.IGNORECASE
+)
 
 
 class ConnectionState:
@@ -20,6 +31,10 @@ class ConnectionState:
         self.reconnects = 0
         """How many times the client has reconnected since it first connected."""
         self._listeners: list[Callable[[], None]] = []
+        self._denied: collections.deque[str] = collections.deque(maxlen=64)
+        self.denials = 0
+        """How many publishes the server has refused for lack of permission."""
+        self._refused = asyncio.Event()
 
     def when_reconnected(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` after every reconnect (it must not block)."""
@@ -47,6 +62,34 @@ class ConnectionState:
         self._connected.set()
         for listener in self._listeners:
             listener()
+
+    async def on_error(self, err: Exception) -> None:
+        """Log the client's asynchronous errors; remember subjects the server refused us."""
+        if (
+            isinstance(err, nats.errors.AuthorizationError)
+            or "authorization violation" in str(err).lower()
+        ):
+            self._refused.set()
+        if denied := _DENIED.search(str(err)):
+            self._denied.append(denied.group(1).lower())  # nats-py lowercases the message
+            self.denials += 1
+        logger.warning("nats: %s", err)
+
+    def was_denied(self, subject: str) -> bool:
+        """Whether the server recently refused this connection ``subject`` (no permission).
+
+        The server answers a forbidden publish with an asynchronous error, never with a
+        reply, so a request to such a subject can only time out; this tells why.
+        """
+        return subject.lower() in self._denied
+
+    def denied_since(self, denials: int) -> str | None:
+        """The subject last refused, if any was refused since ``denials`` was read."""
+        return self._denied[-1] if self.denials > denials else None
+
+    async def wait_refused(self) -> None:
+        """Return once the server has refused our credentials."""
+        await self._refused.wait()
 
     async def wait(self) -> None:
         """Return once the client is connected."""

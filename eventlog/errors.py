@@ -9,6 +9,7 @@ ConvlogError
 ├── ValidationError          input the log will not take
 │   └── PayloadTooLargeError an event over the server's max payload (size, limit)
 ├── UnavailableError         the NATS server cannot be reached in time (url)
+├── PermissionDeniedError    another tenant's data, or a subject the credentials lack (what)
 ├── ProjectionError          the projection stopped folding the stream (sequence)
 └── EmbeddedServerError      the embedded nats-server is missing or would not start
 ```
@@ -26,6 +27,7 @@ __all__ = [
     "EmbeddedServerError",
     "NotFoundError",
     "PayloadTooLargeError",
+    "PermissionDeniedError",
     "ProjectionError",
     "UnavailableError",
     "ValidationError",
@@ -103,6 +105,14 @@ class UnavailableError(ConvlogError):
         self.url = url
         self.reason = reason
         super().__init__(f"NATS at {url} is unavailable: {reason}.")
+
+
+class PermissionDeniedError(ConvlogError):
+    """The credentials do not allow this: another tenant's data, or a subject not granted."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        super().__init__(f"permission denied: {what}.")
 
 
 class ProjectionError(ConvlogError):

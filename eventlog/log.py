@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Final, Self, TypeVar
 from urllib.parse import urlsplit
 
 import msgspec
-import nats
 import nats.errors
 import nats.js.errors
+from nats.aio.client import Client
 from nats.js import api
 from uuid_utils import uuid7
 
@@ -30,6 +30,7 @@ from eventlog.errors import (
     ConflictError,
     ConvlogError,
     PayloadTooLargeError,
+    PermissionDeniedError,
     UnavailableError,
     ValidationError,
 )
@@ -48,7 +49,6 @@ from eventlog.subscription import (
 if TYPE_CHECKING:
     import ssl
 
-    from nats.aio.client import Client
     from nats.aio.msg import Msg
     from nats.js import JetStreamContext
 
@@ -113,6 +113,10 @@ class ConnectOptions:
     nkeys_seed: str | None = None
     creds_file: str | None = None
     tls: ssl.SSLContext | None = None
+    """CA, and client certificate and key when the server verifies them (``tls_context``)."""
+    inbox_prefix: str = "_INBOX"
+    """Where replies come back; give each tenant its own (e.g. ``_INBOX_acme``) so that its
+    credentials can be allowed to subscribe there and nowhere else."""
     name: str = "convlog"
 
 
@@ -143,6 +147,22 @@ class _PubAck(msgspec.Struct):
 
 _PUB_ACK = msgspec.json.Decoder(_PubAck)
 
+
+class _Identified(msgspec.Struct):
+    event_id: str = ""
+
+
+_IDENTIFIED = msgspec.json.Decoder(_Identified)
+
+
+def _event_id(data: bytes) -> str:
+    """The event id in a record's bytes; "" for a record that is not an event."""
+    try:
+        return _IDENTIFIED.decode(data).event_id
+    except msgspec.DecodeError:
+        return ""
+
+
 OnRecord = Callable[[LogRecord], Awaitable[None]]
 _T = TypeVar("_T")
 
@@ -161,7 +181,7 @@ class EventLog:
         supports_atomic: bool,
     ) -> None:
         self._nc = nc
-        self._js: JetStreamContext = nc.jetstream()
+        self._js: JetStreamContext = nc.jetstream(timeout=options.write_timeout)
         self.url = url
         self.stream = stream
         self.subjects = Subjects(stream.subject_prefix)
@@ -185,29 +205,7 @@ class EventLog:
         url = ",".join(urls)
         await _probe(urls, url, options.connect_timeout)
         connection = ConnectionState()
-        try:
-            nc = await asyncio.wait_for(
-                nats.connect(
-                    urls,
-                    name=options.name,
-                    connect_timeout=max(1, int(options.connect_timeout)),
-                    allow_reconnect=True,
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.25,
-                    user=options.user,
-                    password=options.password,
-                    token=options.token,
-                    nkeys_seed=options.nkeys_seed,
-                    user_credentials=options.creds_file,
-                    tls=options.tls,
-                    error_cb=_log_error,
-                    disconnected_cb=connection.on_disconnected,
-                    reconnected_cb=connection.on_reconnected,
-                ),
-                timeout=options.connect_timeout * 2,
-            )
-        except (OSError, TimeoutError, nats.errors.Error) as err:
-            raise UnavailableError(url, f"cannot connect ({err!r})") from err
+        nc = await _open(urls, url, options, connection)
         await connection.on_connected()
         version = str(nc._server_info.get("version", "0.0.0"))  # noqa: SLF001 - no public getter
         log = cls(
@@ -309,9 +307,14 @@ class EventLog:
         self.supports_atomic = self.supports_atomic and bool(existing.allow_atomic)
 
     async def _guard(self, call: Awaitable[_T], what: str) -> _T:
+        denials = self.connection.denials
         try:
             return await call
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as err:
+            if denied := self.connection.denied_since(denials):
+                raise PermissionDeniedError(
+                    f"these credentials may not {what} (the server refused {denied!r})"
+                ) from err
             raise UnavailableError(self.url, f"no answer when trying to {what}") from err
         except nats.js.errors.APIError as err:
             raise ConvlogError(f"JetStream refused to {what}: {err.description}") from err
@@ -421,6 +424,10 @@ class EventLog:
         except nats.errors.ConnectionClosedError as err:
             raise UnavailableError(self.url, "the connection is closed; nothing was sent") from err
         except nats.errors.TimeoutError as err:
+            if self.connection.was_denied(subject):
+                raise PermissionDeniedError(
+                    f"these credentials may not publish to {subject!r}"
+                ) from err
             raise UnavailableError(
                 self.url,
                 f"no ack within {self._options.write_timeout}s; the append may or may not "
@@ -435,16 +442,18 @@ class EventLog:
 
         The server checks the expected sequence before its duplicate window, so a retry of
         an append that did land comes back as a conflict; the event then sits among the
-        first records after the expected one. Looks at up to ``_RETRY_SCAN`` of them.
+        first records after the expected one. Looks at up to ``_RETRY_SCAN`` of them, through
+        a consumer filtered on the subject: what a tenant's credentials allow.
         """
-        sequence = after
-        for _ in range(_RETRY_SCAN):
-            found = await self._direct_get({"seq": sequence + 1, "next_by_subj": subject})
-            if found is None:
-                return None
-            sequence, stored_id = found
-            if stored_id == event_id:
-                return sequence
+        reader = self.read(start_sequence=after + 1, subject=subject)
+        async with contextlib.aclosing(reader) as records:
+            scanned = 0
+            async for record in records:
+                if _event_id(record.data) == event_id:
+                    return record.sequence
+                scanned += 1
+                if scanned == _RETRY_SCAN:
+                    break
         return None
 
     def _refused(self, error: _ApiError, where: str, size: int) -> ConvlogError:
@@ -462,19 +471,16 @@ class EventLog:
         return info.state.last_seq
 
     async def last_on_subject(self, subject: str) -> tuple[int, str] | None:
-        """``(sequence, event id)`` of the last event on ``subject``, or None if it has none."""
-        return await self._direct_get({"last_by_subj": subject})
+        """``(sequence, event id)`` of the last event on ``subject``, or None if it has none.
 
-    async def _direct_get(self, query: dict[str, object]) -> tuple[int, str] | None:
-        """``(sequence, event id)`` of the record a direct get finds, or None."""
-        request = msgspec.json.encode(query)
+        A direct get with the subject in the API subject, which permissions can check.
+        """
+        api_subject = f"$JS.API.DIRECT.GET.{self.stream.name}.{subject}"
         try:
-            reply = await self._nc.request(
-                f"$JS.API.DIRECT.GET.{self.stream.name}",
-                request,
-                timeout=self._options.write_timeout,
-            )
+            reply = await self._nc.request(api_subject, b"", timeout=self._options.write_timeout)
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as err:
+            if self.connection.was_denied(api_subject):
+                raise PermissionDeniedError(f"these credentials may not read {subject!r}") from err
             raise UnavailableError(self.url, "direct get got no answer") from err
         headers = reply.headers or {}
         if "Nats-Sequence" not in headers:
@@ -578,23 +584,45 @@ class EventLog:
                 )
             )
 
-        config = api.ConsumerConfig(
-            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=max(1, start_sequence),
-            inactive_threshold=300.0,
-        )
         subscription = await self._guard(
-            self._js.subscribe(
-                subject or self.subjects.all,
-                stream=self.stream.name,
-                cb=deliver,
-                ordered_consumer=True,
-                config=config,
-                idle_heartbeat=2.0,
-            ),
+            self._ordered_consumer(subject or self.subjects.all, max(1, start_sequence), deliver),
             "create an ordered consumer",
         )
-        return Follower(subscription)
+        return Follower(subscription, self)
+
+    async def _ordered_consumer(
+        self, subject: str, start_sequence: int, deliver: Callable[[Msg], Awaitable[None]]
+    ) -> JetStreamContext.PushSubscription:
+        """An ordered push consumer, created by name with its filter in the API subject.
+
+        That form (``$JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>``) is the one a
+        tenant's permissions can confine to its own subjects. nats-py then runs it as its
+        own ordered consumer (flow control, heartbeats, a re-create after a gap). That
+        re-create uses the unnamed form, which a tenant may not have; so a store follows
+        again by itself after every reconnect.
+        """
+        config = api.ConsumerConfig(
+            name=f"convlog_{uuid7().hex}",
+            filter_subject=subject,
+            deliver_subject=self._nc.new_inbox(),
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=start_sequence,
+            ack_policy=api.AckPolicy.NONE,
+            max_deliver=1,
+            flow_control=True,
+            idle_heartbeat=2.0,
+            inactive_threshold=300.0,
+            num_replicas=1,
+            mem_storage=True,
+        )
+        info = await self._js.add_consumer(self.stream.name, config=config)
+        return await self._js.subscribe_bind(
+            self.stream.name,
+            config=config.evolve(name=None),
+            consumer=info.name,
+            cb=deliver,
+            ordered_consumer=True,
+        )
 
     async def read(
         self, *, start_sequence: int = 1, subject: str | None = None
@@ -617,8 +645,21 @@ class EventLog:
 class Follower:
     """A running :meth:`EventLog.follow`; stop it to release the server-side consumer."""
 
-    def __init__(self, subscription: JetStreamContext.PushSubscription) -> None:
+    def __init__(self, subscription: JetStreamContext.PushSubscription, log: EventLog) -> None:
         self._subscription = subscription
+        self._url = log.url
+        self._js = log.jetstream
+        self._stream = log.stream.name
+
+    async def position(self) -> tuple[int, int]:
+        """``(last stream sequence delivered, records still to deliver)``, from the server."""
+        try:
+            info = await self._subscription.consumer_info()
+        except (nats.errors.Error, nats.js.errors.Error) as err:
+            raise UnavailableError(
+                self._url, f"cannot ask the consumer how far it is ({err!r})"
+            ) from err
+        return (info.delivered.stream_seq if info.delivered else 0), info.num_pending or 0
 
     async def has_nothing(self) -> bool:
         """True when the consumer had nothing to deliver and delivered nothing."""
@@ -627,9 +668,53 @@ class Follower:
         return not info.num_pending and not delivered
 
     async def stop(self) -> None:
-        """Unsubscribe; the ephemeral consumer goes away with it."""
+        """Unsubscribe and delete the consumer rather than leave it to time out."""
         with contextlib.suppress(nats.errors.Error):
             await self._subscription.unsubscribe()
+        with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
+            await self._js.delete_consumer(self._stream, self._subscription._consumer)  # noqa: SLF001
+
+
+async def _open(
+    urls: Sequence[str], url: str, options: ConnectOptions, connection: ConnectionState
+) -> Client:
+    """Connect; refused credentials fail at once (the client would retry them until timeout)."""
+    nc = Client()
+    connecting = asyncio.ensure_future(
+        nc.connect(
+            list(urls),
+            name=options.name,
+            connect_timeout=max(1, int(options.connect_timeout)),
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.25,  # type: ignore[arg-type] # typed int, used as seconds
+            user=options.user,
+            password=options.password,
+            token=options.token,
+            nkeys_seed=options.nkeys_seed,
+            user_credentials=options.creds_file,
+            tls=options.tls,
+            inbox_prefix=options.inbox_prefix,
+            error_cb=connection.on_error,
+            disconnected_cb=connection.on_disconnected,
+            reconnected_cb=connection.on_reconnected,
+        )
+    )
+    refused = asyncio.ensure_future(connection.wait_refused())
+    done, _ = await asyncio.wait(
+        (connecting, refused),
+        timeout=options.connect_timeout * 2,
+        return_when=asyncio.FIRST_COMPLETED,
+    )
+    refused.cancel()
+    if connecting in done and connecting.exception() is None:
+        return nc
+    connecting.cancel()
+    await nc.close()
+    if refused in done:
+        raise PermissionDeniedError(f"the server at {url} refused these credentials")
+    failure = connecting.exception() if connecting in done else None
+    raise UnavailableError(url, f"cannot connect ({failure or 'timed out'!r})") from failure
 
 
 async def _probe(urls: Sequence[str], url: str, seconds: float) -> None:
@@ -667,7 +752,3 @@ def _at_least(version: str, major: int, minor: int) -> bool:
         return (int(parts[0]), int(parts[1])) >= (major, minor)
     except (IndexError, ValueError):
         return False
-
-
-async def _log_error(err: Exception) -> None:
-    logger.warning("nats: %s", err)

@@ -30,6 +30,7 @@ from eventlog import (
     Message,
     MessageId,
     NotFoundError,
+    PermissionDeniedError,
     StreamSettings,
     Subjects,
     TenantId,
@@ -49,7 +50,7 @@ from projections.views import Projection
 from projections.worker import ProjectionWorker
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
     from types import TracebackType
 
 logger = logging.getLogger(__name__)
@@ -319,8 +320,11 @@ class JetStreamMessageStore(_ProjectedStore, Audit):
         clock: Clock,
         *,
         snapshots: Snapshots | None = None,
+        tenant_id: str | None = None,
     ) -> None:
         super().__init__(worker.projection, log.subjects, clock)
+        self.tenant_id = tenant_id
+        """The one tenant this store sees and writes, or None for all of them."""
         self.log = log
         self._worker = worker
         self.snapshots = snapshots or Snapshots(log)
@@ -338,6 +342,7 @@ class JetStreamMessageStore(_ProjectedStore, Audit):
         wait_until_ready: bool = True,
         clock: Clock = utc_now,
         snapshots: SnapshotPolicy | None = None,
+        tenant_id: str | None = None,
     ) -> Self:
         """Connect to NATS, open (or create) the stream, and start the projection.
 
@@ -347,25 +352,34 @@ class JetStreamMessageStore(_ProjectedStore, Audit):
         The views start from the newest valid snapshot, if there is one, and fold only the
         events after it; ``snapshots`` can turn that off, or have this store write
         snapshots as it goes (:class:`~projections.snapshot.SnapshotPolicy`).
+
+        With ``tenant_id`` the store sees and writes that tenant's threads only, and needs
+        no more than that tenant's permissions (see the README's "Security"); snapshots,
+        which hold every tenant, are then not used.
         """
         settings = StreamSettings(name=stream, subject_prefix=subject_prefix, replicas=replicas)
         log = await EventLog.connect(servers, stream=settings, options=options)
+        if tenant_id is not None:
+            snapshots = SnapshotPolicy(restore=False)
         snapshot_store = Snapshots(log, snapshots)
         worker: ProjectionWorker | None = None
         try:
             restored = await snapshot_store.restore() if snapshot_store.policy.restore else None
-            worker = ProjectionWorker(log, restored or Projection(log.codec, log.subjects))
-            end = await log.last_sequence()
+            worker = ProjectionWorker(
+                log,
+                restored or Projection(log.codec, log.subjects),
+                subject=None if tenant_id is None else log.subjects.tenant(tenant_id),
+            )
             await worker.start()
             if wait_until_ready:
                 with paused_gc(freeze=True):
-                    await worker.wait_for(end)
+                    await worker.caught_up()
         except BaseException:
             if worker is not None:
                 await worker.stop()
             await log.close()
             raise
-        store = cls(log, worker, clock, snapshots=snapshot_store)
+        store = cls(log, worker, clock, snapshots=snapshot_store, tenant_id=tenant_id)
         if (every := snapshot_store.policy.every) is not None:
             store._snapshot_writer = asyncio.create_task(
                 snapshot_store.keep_writing(worker.projection, worker.wait_for, every)
@@ -415,15 +429,13 @@ class JetStreamMessageStore(_ProjectedStore, Audit):
         failure = self._worker.failure
         connected = self.log.is_connected
         stream_sequence: int | None = None
+        pending: int | None = None
         if connected and failure is None:
             with contextlib.suppress(ConvlogError):
                 stream_sequence = await self.log.last_sequence()
+                pending = await self._worker.pending()
         applied = self._projection.sequence
-        stuck = (
-            stream_sequence is not None
-            and stream_sequence > applied
-            and time.monotonic() - self._worker.last_progress > _STUCK_AFTER
-        )
+        stuck = bool(pending) and time.monotonic() - self._worker.last_progress > _STUCK_AFTER
         status: Literal["ok", "degraded", "failed"] = "ok"
         detail = ""
         if failure is not None:
@@ -432,7 +444,9 @@ class JetStreamMessageStore(_ProjectedStore, Audit):
             status, detail = "degraded", f"NATS at {self.log.url} is away; reads answer"
         elif stuck:
             status = "degraded"
-            detail = f"the views stand at {applied} of {stream_sequence} and are not moving"
+            detail = (
+                f"the views stand at {applied} with {pending} records to come, and are not moving"
+            )
         return Health(
             status=status,
             applied_sequence=applied,
@@ -448,6 +462,10 @@ class JetStreamMessageStore(_ProjectedStore, Audit):
             raise self._worker.failure
 
     async def _commit(self, event: AnyEvent, expected: int) -> int:
+        if self.tenant_id is not None and event.tenant_id != self.tenant_id:
+            raise PermissionDeniedError(
+                f"this store is confined to tenant {self.tenant_id!r}, not {event.tenant_id!r}"
+            )
         payload = self.log.encode(event)
         sequence = await self.log.append(
             event, expected_last_subject_sequence=expected, payload=payload
@@ -463,16 +481,25 @@ class JetStreamMessageStore(_ProjectedStore, Audit):
         """Wait, within the write timeout, for this store's views to fold ``sequence``."""
         if self._projection.sequence >= sequence and self._worker.failure is None:
             return  # the common case: fold_own applied it already; skip the timer task
+        await self._within_write_timeout(
+            self._worker.wait_for(sequence),
+            f"the event is stored at sequence {sequence}, but this store's views had not folded it",
+        )
+
+    async def _within_write_timeout(self, catching_up: Awaitable[None], what: str) -> None:
         try:
-            await asyncio.wait_for(self._worker.wait_for(sequence), self.log.write_timeout)
+            await asyncio.wait_for(catching_up, self.log.write_timeout)
         except TimeoutError:
             raise UnavailableError(
                 self.log.url,
-                f"the event is stored at sequence {sequence}, but this store's views had not "
-                f"folded it within {self.log.write_timeout}s (catching up after a reconnect?); "
+                f"{what} within {self.log.write_timeout}s (catching up after a reconnect?); "
                 "repeating the call is safe",
             ) from None
 
     async def _catch_up(self, conflict: ConflictError | None) -> None:
-        actual = conflict.actual if conflict is not None else None
-        await self._folded(actual if actual is not None else await self.log.last_sequence())
+        if conflict is not None and conflict.actual is not None:
+            await self._folded(conflict.actual)
+        else:
+            await self._within_write_timeout(
+                self._worker.caught_up(), "this store's views had not caught up with the stream"
+            )

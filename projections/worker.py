@@ -30,11 +30,20 @@ _REFOLLOW_TRIES = 120
 
 
 class ProjectionWorker:
-    """Runs a :class:`Projection` over an :class:`EventLog`, from where the projection stands."""
+    """Runs a :class:`Projection` over an :class:`EventLog`, from where the projection stands.
 
-    def __init__(self, log: EventLog, projection: Projection) -> None:
+    ``subject`` narrows what it follows (a tenant's subjects); None follows the whole stream.
+    """
+
+    def __init__(
+        self, log: EventLog, projection: Projection, *, subject: str | None = None
+    ) -> None:
         self._log = log
         self.projection = projection
+        self._subject = subject
+        self._caught_up_to = 0
+        """The last record folded that had nothing after it on the server when it came."""
+        self._idle = asyncio.Event()
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._tiebreak = itertools.count()
         self._follower: Follower | None = None
@@ -45,10 +54,13 @@ class ProjectionWorker:
 
     async def start(self) -> None:
         """Start following the stream after the last sequence already folded."""
-        self._follower = await self._log.follow(
-            self._on_record, start_sequence=self.projection.sequence + 1
-        )
+        self._follower = await self._follow()
         self._log.connection.when_reconnected(self._reconnected)
+
+    async def _follow(self) -> Follower:
+        return await self._log.follow(
+            self._on_record, start_sequence=self.projection.sequence + 1, subject=self._subject
+        )
 
     def _reconnected(self) -> None:
         """After a reconnect, follow again at once rather than wait for missed heartbeats."""
@@ -76,12 +88,19 @@ class ProjectionWorker:
             self._fold(record)
 
     async def _on_record(self, record: LogRecord) -> None:
-        if record.sequence > self.projection.sequence + 1:
+        if self._subject is None and record.sequence > self.projection.sequence + 1:
             # The stream is ours alone and never deletes, so a jump means the client lost
             # records (it drops on overflow): follow again from the first one missing.
             self._refollow(record.sequence)
             return
         self._fold(record)
+        if record.pending == 0:
+            self._caught_up_to = record.sequence
+            self._wake_idle()
+
+    def _wake_idle(self) -> None:
+        self._idle.set()
+        self._idle = asyncio.Event()
 
     def _refollow(self, seen: int) -> None:
         if self._refollowing is not None and not self._refollowing.done():
@@ -101,9 +120,7 @@ class ProjectionWorker:
             self._follower = None
         for _ in range(_REFOLLOW_TRIES):
             try:
-                self._follower = await self._log.follow(
-                    self._on_record, start_sequence=self.projection.sequence + 1
-                )
+                self._follower = await self._follow()
             except ConvlogError as err:
                 logger.info("projection cannot follow yet: %s", err)
                 await asyncio.sleep(0.25)  # retry backoff while the server recovers its streams
@@ -137,6 +154,8 @@ class ProjectionWorker:
                 future.set_result(None)
             else:
                 future.set_exception(error)
+        if error is not None:
+            self._wake_idle()
 
     async def wait_for(self, sequence: int) -> None:
         """Return once the views have folded ``sequence``; raise if the projection failed."""
@@ -147,3 +166,34 @@ class ProjectionWorker:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (sequence, next(self._tiebreak), future))
         await future
+
+    async def caught_up(self) -> None:
+        """Return once the views hold every record the server had for us when called.
+
+        Asks the consumer how far it delivered and how much it still has: with a filter
+        (a tenant's store) the stream's last sequence says nothing about our subjects.
+        """
+        follower = await self._current_follower()
+        delivered, pending = await follower.position()
+        while pending and self._caught_up_to <= delivered:
+            idle = self._idle
+            await idle.wait()
+            if self.failure is not None:
+                raise self.failure
+        await self.wait_for(delivered)
+
+    async def pending(self) -> int | None:
+        """Records the server still has to deliver to us; None while not following."""
+        if self._follower is None:
+            return None
+        return (await self._follower.position())[1]
+
+    async def _current_follower(self) -> Follower:
+        while self._follower is None:
+            if self.failure is not None:
+                raise self.failure
+            if self._refollowing is None:
+                msg = "the projection is not following the stream"
+                raise ProjectionError(msg)
+            await asyncio.shield(self._refollowing)
+        return self._follower

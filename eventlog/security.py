@@ -1,0 +1,88 @@
+"""Security: a TLS context from files, and the permissions of a tenant-scoped store.
+
+A store opened with ``tenant_id`` appends to, follows and subscribes to that tenant's
+subjects only, and asks JetStream for nothing it cannot ask in a form whose subject
+names them. So an operator can confine each tenant's user to its own events: paste
+``TenantPermissions.for_tenant("acme").server_config()`` into that user's entry of the
+server's ``authorization`` block, and connect the store with the same ``inbox_prefix``.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from eventlog.subjects import Subjects, encode_token
+
+if TYPE_CHECKING:
+    from os import PathLike
+
+__all__ = ["TenantPermissions", "tls_context"]
+
+
+def tls_context(
+    ca_file: str | PathLike[str],
+    cert_file: str | PathLike[str] | None = None,
+    key_file: str | PathLike[str] | None = None,
+) -> ssl.SSLContext:
+    """A client TLS context for :class:`~eventlog.ConnectOptions`.
+
+    It trusts ``ca_file`` and presents ``cert_file``/``key_file`` when the server verifies
+    clients (``verify: true`` in its ``tls`` block).
+    """
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+    if cert_file is not None:
+        context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+@dataclass(frozen=True, slots=True)
+class TenantPermissions:
+    """The subjects one tenant's user may publish and subscribe to."""
+
+    inbox_prefix: str
+    """Give this to :class:`~eventlog.ConnectOptions`: replies come back under it."""
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...]
+
+    @classmethod
+    def for_tenant(
+        cls, tenant_id: str, *, stream: str = "CONVLOG", subject_prefix: str = "convlog"
+    ) -> TenantPermissions:
+        """The permissions of ``tenant_id`` on ``stream``.
+
+        Its own subjects; consumers whose filter (in the create subject) is its own
+        subjects; info, next-message and delete of consumers by name (names are random
+        and cannot be listed); direct gets of its own subjects' last records; flow-control
+        replies; and stream info (which does tell message counts, and subject names if
+        asked: see the README's "Security").
+        """
+        own = Subjects(subject_prefix).tenant(tenant_id)
+        api = f"$JS.API.CONSUMER.{{}}.{stream}"
+        inbox = f"_INBOX_{encode_token(tenant_id)}"
+        return cls(
+            inbox_prefix=inbox,
+            publish=(
+                own,
+                f"$JS.API.STREAM.INFO.{stream}",
+                f"{api.format('CREATE')}.*.{own}",
+                f"{api.format('INFO')}.*",
+                f"{api.format('DELETE')}.*",
+                f"{api.format('MSG.NEXT')}.*",
+                f"$JS.API.DIRECT.GET.{stream}.{own}",
+                f"$JS.FC.{stream}.>",
+                f"$JS.ACK.{stream}.>",
+            ),
+            subscribe=(f"{inbox}.>",),
+        )
+
+    def server_config(self) -> str:
+        """The ``permissions`` block of a nats-server user, in its config syntax."""
+        return (
+            "permissions: {\n"
+            f"  publish: {{ allow: {json.dumps(list(self.publish))} }}\n"
+            f"  subscribe: {{ allow: {json.dumps(list(self.subscribe))} }}\n"
+            "}"
+        )
