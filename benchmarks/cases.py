@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import nats
 from nats.js.api import StreamConfig
 from uuid_utils import uuid7
@@ -10,18 +12,40 @@ from benchmarks.harness import Result, Sample, now, percentile, repeat
 from eventlog import Message, Thread
 from projections import JetStreamMessageStore
 
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.js import JetStreamContext
 
-async def _raw_publish_latencies(url: str, count: int) -> list[float]:
-    """Latencies of awaited ``js.publish`` of ~400-byte messages, to a stream of its own."""
+RAW_PAYLOAD = b"x" * 400
+"""What a raw baseline publishes: about the size of one of our message events."""
+
+
+async def raw_stream(url: str, *, atomic: bool = False) -> tuple[Client, JetStreamContext, str]:
+    """A connection and a stream of its own for a raw baseline: (client, context, prefix)."""
     token = uuid7().hex[-10:]
     nc = await nats.connect(url)
     js = nc.jetstream()
-    await js.add_stream(StreamConfig(name=f"RAW{token}", subjects=[f"raw{token}.>"]))
-    payload = b"x" * 400
+    await js.add_stream(
+        StreamConfig(
+            name=f"RAW{token}", subjects=[f"raw{token}.>"], allow_atomic=True if atomic else None
+        )
+    )
+    return nc, js, f"raw{token}"
+
+
+async def fresh_store(url: str) -> JetStreamMessageStore:
+    """Our store, on a stream of its own."""
+    token = uuid7().hex[-10:]
+    return await JetStreamMessageStore.connect(url, stream=f"B{token}", subject_prefix=f"b{token}")
+
+
+async def _raw_publish_latencies(url: str, count: int) -> list[float]:
+    """Latencies of awaited ``js.publish`` of ~400-byte messages, to a stream of its own."""
+    nc, js, prefix = await raw_stream(url)
     latencies = []
     for i in range(count):
         start = now()
-        await js.publish(f"raw{token}.t{i % 50}", payload)
+        await js.publish(f"{prefix}.t{i % 50}", RAW_PAYLOAD)
         latencies.append(now() - start)
     await nc.close()
     return latencies
@@ -29,8 +53,7 @@ async def _raw_publish_latencies(url: str, count: int) -> list[float]:
 
 async def _store_write_latencies(url: str, count: int) -> list[float]:
     """Latencies of awaited ``create_message``, read-your-writes included."""
-    token = uuid7().hex[-10:]
-    store = await JetStreamMessageStore.connect(url, stream=f"B{token}", subject_prefix=f"b{token}")
+    store = await fresh_store(url)
     threads = [Thread.new("bench", "user") for _ in range(50)]
     for thread in threads:
         await store.create_thread(thread)

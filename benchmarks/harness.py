@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import statistics
+import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Sequence
     from pathlib import Path
 
 
@@ -36,13 +38,27 @@ Sample = tuple[float, float]
 """(ours, baseline) measured back to back in one repetition."""
 
 
+async def medians(runs: int, measure: Callable[[], Awaitable[Sequence[float]]]) -> list[float]:
+    """Run ``measure`` ``runs`` times; return the median of each figure it gives."""
+    samples = [await measure() for _ in range(runs)]
+    return [statistics.median(figure) for figure in zip(*samples, strict=True)]
+
+
 async def repeat(runs: int, measure: Callable[[], Awaitable[Sample]]) -> Sample:
     """Run ``measure`` ``runs`` times; return the medians of ours and of the baseline."""
-    samples = [await measure() for _ in range(runs)]
-    return (
-        statistics.median(s[0] for s in samples),
-        statistics.median(s[1] for s in samples),
+    ours, baseline = await medians(runs, measure)
+    return ours, baseline
+
+
+async def in_subprocess(module: str, *args: str) -> str:
+    """Run ``python -m module args`` and return what it printed: a heap that holds nothing else."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", module, *args, stdout=asyncio.subprocess.PIPE
     )
+    out, _ = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"python -m {module} failed with code {process.returncode}")
+    return out.decode()
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -64,7 +80,7 @@ def print_table(results: list[Result]) -> None:
             r.case,
             f"{r.ours:,.{_decimals(r.ours)}f} {r.unit}",
             f"{r.baseline:,.{_decimals(r.baseline)}f} {r.unit}",
-            f"{r.ratio:.2f}x",
+            _ratio_text(r.ratio),
             r.target,
             r.note,
         )
@@ -73,6 +89,13 @@ def print_table(results: list[Result]) -> None:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, tuple("-" * w for w in widths), *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+def _ratio_text(ratio: float) -> str:
+    """``1.52x``, or ``1/1,234x`` when ours is a small fraction of the baseline."""
+    if 0 < ratio < 0.01:
+        return f"1/{1 / ratio:,.0f}x"
+    return f"{ratio:.3g}x"
 
 
 def _decimals(value: float) -> int:

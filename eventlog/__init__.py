@@ -21,22 +21,28 @@ from eventlog.errors import (
 from eventlog.events import (
     SCHEMA_VERSION,
     AnyEvent,
+    DataEvent,
     Event,
     EventCodec,
     EventContext,
     MalformedEventError,
     MessageCreated,
+    MessageCreatedData,
     MessageDeleted,
     MessageUpdated,
+    MessageUpdatedData,
     StoredEvent,
     ThreadCreated,
+    ThreadCreatedData,
     ThreadDeleted,
     ThreadUpdated,
+    ThreadUpdatedData,
     current_context,
     event_context,
     event_digest,
     new_event_id,
 )
+from eventlog.group import GroupCommit
 from eventlog.ids import (
     MAX_ID_BYTES,
     ExecutionId,
@@ -94,6 +100,7 @@ from eventlog.subscription import (
     Start,
     Subscription,
     SubscriptionContext,
+    delivered,
     server_time,
 )
 from eventlog.transfer import (
@@ -105,6 +112,7 @@ from eventlog.transfer import (
 )
 from eventlog.upcast import UPCASTERS, Upcasters, UpcastStep
 from eventlog.verify import ChainBreak, ChainVerifier, VerifyReport, verify_chains
+from eventlog.wire import MessageData, ThreadData, parse_utc, utc_text
 
 __all__ = [
     "HEADER_ROOM",
@@ -126,6 +134,7 @@ __all__ = [
     "ConnectionState",
     "ConvlogError",
     "CostInfo",
+    "DataEvent",
     "DeletedError",
     "Delivery",
     "DurableSubscription",
@@ -143,18 +152,22 @@ __all__ = [
     "FilePart",
     "FinishReason",
     "Follower",
+    "GroupCommit",
     "ImagePart",
     "ImportReport",
     "LogRecord",
     "MalformedEventError",
     "Message",
     "MessageCreated",
+    "MessageCreatedData",
+    "MessageData",
     "MessageDeleted",
     "MessageId",
     "MessageMetadata",
     "MessagePart",
     "MessageRole",
     "MessageUpdated",
+    "MessageUpdatedData",
     "NotFoundError",
     "ParentType",
     "PayloadTooLargeError",
@@ -173,9 +186,12 @@ __all__ = [
     "TextPart",
     "Thread",
     "ThreadCreated",
+    "ThreadCreatedData",
+    "ThreadData",
     "ThreadDeleted",
     "ThreadId",
     "ThreadUpdated",
+    "ThreadUpdatedData",
     "TokenUsage",
     "ToolCallPart",
     "ToolResultPart",
@@ -187,6 +203,7 @@ __all__ = [
     "VerifyReport",
     "current_context",
     "decode_token",
+    "delivered",
     "encode_token",
     "event_context",
     "event_digest",
@@ -194,7 +211,9 @@ __all__ = [
     "find_nats_server",
     "import_events",
     "new_event_id",
+    "parse_utc",
     "server_time",
     "tls_context",
+    "utc_text",
     "verify_chains",
 ]

@@ -43,7 +43,7 @@ from eventlog.subscription import (
     Start,
     Subscription,
     SubscriptionContext,
-    server_time,
+    delivered,
 )
 
 if TYPE_CHECKING:
@@ -76,7 +76,6 @@ _RETRY_SCAN: Final = 64
 MAX_BATCH: Final = 1000
 """The server's limit of messages in one atomic batch."""
 
-HEADER_EVENT_TYPE: Final = "Convlog-Event-Type"
 _STREAM_NAME: Final = re.compile(r"[A-Za-z0-9_\-]{1,255}")
 HEADER_ROOM: Final = 512
 """Bytes of the server's max payload kept for headers: an event may use the rest."""
@@ -345,10 +344,7 @@ class EventLog:
         elif len(payload) > self.payload_limit:
             raise PayloadTooLargeError(len(payload), self.payload_limit)
         subject = self.subjects.thread(event.tenant_id, event.thread_id)
-        headers = {
-            api.Header.MSG_ID: event.event_id,
-            HEADER_EVENT_TYPE: event.event_type,
-        }
+        headers: dict[str, str] = {api.Header.MSG_ID: event.event_id}
         if expected_last_subject_sequence is not None:
             headers[api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE] = str(expected_last_subject_sequence)
         ack = await self._request(subject, payload, headers)
@@ -366,26 +362,20 @@ class EventLog:
         raise self._refused(ack.error, subject, len(payload))
 
     async def append_batch(
-        self, events: Sequence[Event], *, expected: Sequence[int | None] | None = None
+        self,
+        events: Sequence[Event],
+        *,
+        expected: Sequence[int | None] | None = None,
+        payloads: Sequence[bytes] | None = None,
     ) -> list[int]:
         """Append events atomically (all or none) and return their stream sequences.
 
         ``expected[i]`` is the expected last sequence of event i's subject; the server
-        checks it only for the first event of each subject in the batch.
+        checks it only for the first event of each subject in the batch. ``payloads`` are
+        the events' bytes from :meth:`encode`, for a caller that already has them.
         """
         count = len(events)
-        if not 0 < count <= MAX_BATCH:
-            raise ValidationError(f"a batch holds 1 to {MAX_BATCH} events, not {count}")
-        if not self.supports_atomic:
-            raise ConvlogError(
-                f"stream {self.stream.name!r} does not take atomic batches "
-                "(needs nats-server 2.12 or newer and allow_atomic)"
-            )
-        expected = [None] * count if expected is None else list(expected)
-        if len(expected) != count:
-            raise ValidationError(f"{len(expected)} expectations given for {count} events")
-        # Encode and check everything before the first publish: a batch fails whole or not at all.
-        payloads = [self.encode(event) for event in events]
+        expected, payloads = self._checked_batch(events, expected, payloads)
         batch_id = uuid7().hex
         seen: set[str] = set()
         ack = _PubAck()
@@ -393,9 +383,8 @@ class EventLog:
             zip(events, payloads, expected, strict=True), start=1
         ):
             subject = self.subjects.thread(event.tenant_id, event.thread_id)
-            headers = {
+            headers: dict[str, str] = {
                 api.Header.MSG_ID: event.event_id,
-                HEADER_EVENT_TYPE: event.event_type,
                 api.Header.BATCH_ID: batch_id,
                 api.Header.BATCH_SEQUENCE: str(index),
             }
@@ -412,7 +401,33 @@ class EventLog:
             if ack.error.err_code in (JS_WRONG_LAST_SEQUENCE, JS_BATCH_WRONG_LAST_SEQUENCE):
                 raise ConflictError(where, None, _actual_sequence(ack.error))
             raise self._refused(ack.error, where, sum(map(len, payloads)))
+        if ack.count != count:  # the sequences below would then name the wrong events
+            raise ConvlogError(f"batch {batch_id} stored {ack.count} of {count} events")
         return list(range(ack.seq - count + 1, ack.seq + 1))
+
+    def _checked_batch(
+        self,
+        events: Sequence[Event],
+        expected: Sequence[int | None] | None,
+        payloads: Sequence[bytes] | None,
+    ) -> tuple[Sequence[int | None], Sequence[bytes]]:
+        """Check a batch, encoding it if need be, before its first publish: all or nothing."""
+        count = len(events)
+        if not 0 < count <= MAX_BATCH:
+            raise ValidationError(f"a batch holds 1 to {MAX_BATCH} events, not {count}")
+        if not self.supports_atomic:
+            raise ConvlogError(
+                f"stream {self.stream.name!r} does not take atomic batches "
+                "(needs nats-server 2.12 or newer and allow_atomic)"
+            )
+        expected = [None] * count if expected is None else expected
+        if len(expected) != count:
+            raise ValidationError(f"{len(expected)} expectations given for {count} events")
+        if payloads is None:
+            return expected, [self.encode(event) for event in events]
+        if len(payloads) != count or max(map(len, payloads)) > self.payload_limit:
+            raise ValidationError("payloads must be the events' own, each within payload_limit")
+        return expected, payloads
 
     async def _request(self, subject: str, payload: bytes, headers: dict[str, str]) -> _PubAck:
         try:
@@ -571,16 +586,16 @@ class EventLog:
         """
 
         async def deliver(msg: Msg) -> None:
-            meta = msg.metadata
-            if meta.sequence.stream < start_sequence:
+            sequence, stored, pending = delivered(msg)
+            if sequence < start_sequence:
                 return  # nats-py re-creates an ordered consumer from 1 if nothing came yet
             await on_record(
                 LogRecord(
-                    sequence=meta.sequence.stream,
-                    time=server_time(msg),
+                    sequence=sequence,
+                    time=stored,
                     subject=msg.subject,
                     data=msg.data,
-                    pending=meta.num_pending,
+                    pending=pending,
                 )
             )
 
@@ -663,7 +678,10 @@ class Follower:
 
     async def has_nothing(self) -> bool:
         """True when the consumer had nothing to deliver and delivered nothing."""
-        info = await self._subscription.consumer_info()
+        try:
+            info = await self._subscription.consumer_info()
+        except (nats.errors.Error, nats.js.errors.Error) as err:  # a restart lost it, say
+            raise UnavailableError(self._url, f"cannot ask the consumer ({err!r})") from err
         delivered = info.delivered.consumer_seq if info.delivered else 0
         return not info.num_pending and not delivered
 

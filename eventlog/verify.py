@@ -20,6 +20,8 @@ import msgspec
 from eventlog.events import event_digest
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from eventlog.log import EventLog, LogRecord
 
 __all__ = ["ChainBreak", "ChainVerifier", "VerifyReport", "verify_chains"]
@@ -142,8 +144,12 @@ async def verify_chains(
     tenant_id: str | None = None,
     thread_id: str | None = None,
     until: int | None = None,
+    on_record: Callable[[LogRecord], object] | None = None,
 ) -> VerifyReport:
     """Recompute the hash chain of every thread in scope, up to sequence ``until``.
+
+    ``on_record`` also sees every record checked, in order: a fold, say, to find the
+    records that are not valid events in the same pass over the log.
 
     >>> report = await verify_chains(log, tenant_id="acme")  # doctest: +SKIP
     >>> print(report.summary())  # doctest: +SKIP
@@ -156,4 +162,6 @@ async def verify_chains(
             if until is not None and record.sequence > until:
                 break
             verifier.check(record)
+            if on_record is not None:
+                on_record(record)
     return verifier.report()

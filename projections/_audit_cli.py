@@ -1,9 +1,14 @@
 """The ``convlog`` commands that treat the log as evidence.
 
 ``history`` and ``replay`` show what happened; ``show`` shows a thread as it was at a past
-sequence or time; ``verify`` checks every hash chain; ``rebuild`` folds the stream into
-fresh views (``--verify``: and proves they equal the live ones); ``snapshot`` stores the
-views for a fast cold start; ``export`` and ``import`` move events as JSON Lines.
+sequence or time; ``verify`` checks every hash chain and lists the dead letters; ``stats``
+gives the store's counts, position, health and dead letters; ``rebuild`` folds the stream
+into fresh views (``--verify``: and proves they equal the live ones); ``snapshot`` stores
+the views for a fast cold start; ``export`` and ``import`` move events as JSON Lines.
+
+A dead letter is a record the projection skips: bytes that are not an event, an unknown
+type, a schema newer than this code, an event for a thread that does not exist. It is
+reported, never fatal: ``verify`` fails (exit 1) only on a broken hash chain.
 
 Without ``--nats-url`` they run an embedded server on the log kept in ``--data-dir``
 (default: the user's data directory, as ``convlog serve`` keeps it).
@@ -17,6 +22,8 @@ import sys
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
+
+import msgspec
 
 from eventlog import export_events, import_events, verify_chains
 from projections._render import (
@@ -37,6 +44,7 @@ from projections.cli import (
     print_thread,
 )
 from projections.progress import Progress
+from projections.views import Projection, SkippedEvent
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -85,6 +93,17 @@ def _print_lines(lines: Iterable[str]) -> None:
 
 def _print_json(document: bytes) -> None:
     sys.stdout.write(document.decode() + "\n")
+
+
+def _dead_letter_lines(skipped: Sequence[SkippedEvent]) -> Iterable[str]:
+    """A count, then one line per record the projection skipped: sequence, subject, reason."""
+    yield (
+        f"dead letters: {len(skipped)} record(s) the projection skips"
+        if skipped
+        else ("dead letters: none")
+    )
+    for record in skipped:
+        yield f"  #{record.sequence} on {record.subject}: {record.reason}"
 
 
 # --- history, replay, show ------------------------------------------------------------------
@@ -155,10 +174,19 @@ async def show(target: Target, args: argparse.Namespace) -> int:
 
 
 async def verify(target: Target, args: argparse.Namespace) -> int:
-    """Recompute every hash chain in scope; exit 1 at a broken link."""
+    """Recompute every hash chain in scope and list its dead letters; exit 1 at a broken link.
+
+    The records are folded as they are checked, in the same pass, so the dead letters are
+    the ones a projection of that scope skips.
+    """
     async with _log(target) as log:
+        fold = Projection(log.codec, log.subjects)
         report = await verify_chains(
-            log, tenant_id=args.tenant, thread_id=args.thread, until=args.until
+            log,
+            tenant_id=args.tenant,
+            thread_id=args.thread,
+            until=args.until,
+            on_record=fold.apply,
         )
     print(report.summary())
     for broken in report.breaks:
@@ -167,7 +195,54 @@ async def verify(target: Target, args: argparse.Namespace) -> int:
             f"(previous record {broken.previous_sequence}, expected prev_hash {broken.expected}, "
             f"found {broken.found})"
         )
+    if fold.skipped:  # quiet when there are none: the usual output stays one line
+        _print_lines(_dead_letter_lines(fold.skipped))
     return EXIT_OK if report.ok else EXIT_ERROR
+
+
+class _Stats(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``convlog stats --json`` prints."""
+
+    stream: str
+    threads: int
+    messages: int
+    stream_sequence: int | None
+    applied_sequence: int
+    status: str
+    detail: str
+    restored_snapshot: str | None
+    dead_letters: tuple[SkippedEvent, ...]
+
+
+async def stats(target: Target, args: argparse.Namespace) -> int:
+    """The store's counts, position and health, and its dead letters; exit 1 if it failed."""
+    async with _store(target) as store:
+        health = await store.health_check()
+        report = _Stats(
+            stream=target.stream,
+            threads=store.views.thread_count,
+            messages=store.views.message_count,
+            stream_sequence=health.stream_sequence,
+            applied_sequence=health.applied_sequence,
+            status=health.status,
+            detail=health.detail,
+            restored_snapshot=health.snapshots.restored,
+            dead_letters=health.skipped,
+        )
+    if args.json:
+        _print_json(msgspec.json.encode(report))
+    else:
+        print(
+            f"stream {report.stream}: {report.threads:,} threads, {report.messages:,} messages "
+            "(deleted ones included)"
+        )
+        print(
+            f"stream sequence {report.stream_sequence}, applied sequence "
+            f"{report.applied_sequence}, health {report.status}"
+            + (f": {report.detail}" if report.detail else "")
+        )
+        _print_lines(_dead_letter_lines(report.dead_letters))
+    return EXIT_ERROR if report.status == "failed" else EXIT_OK
 
 
 async def rebuild(target: Target, args: argparse.Namespace) -> int:
@@ -252,7 +327,7 @@ def _aware(text: str) -> datetime:
 def add_audit_commands(
     commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
-    """Add history, replay, show, verify, rebuild, snapshot, export and import."""
+    """Add history, replay, show, verify, stats, rebuild, snapshot, export and import."""
     data_dir_help = "embedded server's store (default: the user data dir; ignored with --nats-url)"
 
     def add(name: str, run: object, help_text: str) -> argparse.ArgumentParser:
@@ -289,10 +364,23 @@ def add_audit_commands(
     when.add_argument("--as-of", type=_aware, metavar="TIME", help="as of this server time")
     parser.add_argument("--include-deleted", action="store_true", help="list deleted messages")
 
-    parser = add("verify", verify, "check every thread's hash chain; exit 1 if one is broken")
+    parser = add(
+        "verify",
+        verify,
+        "check every thread's hash chain and list dead letters (records that are not valid "
+        "events); exit 1 only if a chain is broken",
+    )
     parser.add_argument("--tenant", help="only this tenant's threads")
     parser.add_argument("--thread", help="only this thread")
     parser.add_argument("--until", type=int, metavar="SEQ", help="stop after this sequence")
+
+    parser = add(
+        "stats",
+        stats,
+        "counts, stream and applied sequence, health, and dead letters (records the "
+        "projection skips)",
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON document, for machines")
 
     parser = add("rebuild", rebuild, "fold the stream from sequence 1 into fresh views")
     parser.add_argument(

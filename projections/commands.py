@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from eventlog import (
     AlreadyExistsError,
+    ConflictError,
     DeletedError,
     Message,
     MessageCreated,
@@ -135,11 +136,20 @@ class Commands:
         )
         return MessageCreated(**envelope, message=message)
 
-    def update_message(self, message: Message) -> MessageUpdated | None:
-        """Replace content, parts, metadata and parent; the store sets ``updated_at``."""
+    def update_message(
+        self, message: Message, expected_version: int | None = None
+    ) -> MessageUpdated | None:
+        """Replace content, parts, metadata and parent; the store sets ``updated_at``.
+
+        With ``expected_version`` the update applies only to that version of the message
+        (the sequence of its last change), else :class:`ConflictError`.
+        """
         current = self._views.message(message.id)
         if current is None:
             raise NotFoundError("message", message.id)
+        version = self._views.message_version(message.id)
+        if expected_version is not None and version != expected_version:
+            raise ConflictError(f"message {message.id}", expected_version, version)
         if current.deleted_at is not None:
             raise DeletedError("message", message.id)
         _same_identity("message", message.id, current, message, _MESSAGE_IDENTITY)

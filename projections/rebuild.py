@@ -6,7 +6,7 @@ as of a past sequence or time, and the history of a message, a thread or an exec
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -70,23 +70,41 @@ async def replay(
     """Fold the records stored now (on ``subject``) into ``projection``; return how many.
 
     Stops before the first record for which ``stop`` is true. ``on_applied`` sees each
-    record after it is folded, with its event (None if it was skipped). The garbage
-    collector is paused meanwhile (see :mod:`projections._gc`).
+    record after it is folded, with its event (None if it was skipped). The records are
+    folded in :meth:`EventLog.follow`'s callback, as they arrive: no queue between the
+    client and the fold. The garbage collector is paused meanwhile (see
+    :mod:`projections._gc`).
     """
     count = 0
-    async with contextlib.aclosing(
-        log.read(start_sequence=projection.sequence + 1, subject=subject)
-    ) as records:
-        with paused_gc(freeze=True):
-            async for record in records:
-                if stop is not None and stop(record):
-                    break
-                event = projection.apply(record)
-                count += 1
-                if on_applied is not None:
-                    on_applied(record, event)
-                if progress is not None:
-                    progress.update(count)
+    finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def fold(record: LogRecord) -> None:
+        nonlocal count
+        if finished.done():
+            return  # the client may deliver a few more before the follower stops
+        try:
+            if stop is not None and stop(record):
+                finished.set_result(None)
+                return
+            applied = projection.apply(record)
+            count += 1
+            if on_applied is not None:
+                on_applied(record, log.codec.decode(record.data) if applied else None)
+            if progress is not None:
+                progress.update(count)
+        except Exception as err:  # noqa: BLE001 - the client would only log it: to the caller
+            finished.set_exception(err)
+            return
+        if record.pending == 0:
+            finished.set_result(None)
+
+    with paused_gc(freeze=True):
+        follower = await log.follow(fold, start_sequence=projection.sequence + 1, subject=subject)
+        try:
+            if not await follower.has_nothing():
+                await finished
+        finally:
+            await follower.stop()
     return count
 
 

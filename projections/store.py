@@ -26,6 +26,7 @@ from eventlog import (
     ConvlogError,
     EventCodec,
     EventLog,
+    GroupCommit,
     LogRecord,
     Message,
     MessageId,
@@ -177,8 +178,11 @@ class _ProjectedStore(ViewQueries):
         """Append ``event`` if ``expected`` still holds; return its sequence once folded."""
         raise NotImplementedError
 
-    async def _catch_up(self, conflict: ConflictError | None) -> None:
-        """Fold what other writers appended (up to the conflict, or the stream's end)."""
+    async def _catch_up(self, conflict: ConflictError | None, thread_id: str) -> None:  # noqa: ARG002 - the in-memory store has nothing to catch up with
+        """Fold what other writers appended: up to the conflict, or far enough to see ``thread_id``.
+
+        The thread may be one these views do not know yet.
+        """
         if conflict is not None:
             raise conflict
 
@@ -203,7 +207,7 @@ class _ProjectedStore(ViewQueries):
                     if caught_up:
                         raise
                     caught_up = True
-                    await self._catch_up(None)
+                    await self._catch_up(None, thread_id)
                     continue
                 if event is None:
                     return
@@ -217,7 +221,7 @@ class _ProjectedStore(ViewQueries):
                     if attempt == _MAX_ATTEMPTS:
                         raise
                     self.conflicts += 1
-                    await self._catch_up(conflict)
+                    await self._catch_up(conflict, thread_id)
                     # Jittered backoff, so writers racing on one thread stop meeting in lockstep.
                     await asyncio.sleep(random.uniform(0, 0.001 * attempt))  # noqa: S311
                     continue
@@ -249,9 +253,22 @@ class _ProjectedStore(ViewQueries):
         await self._write(message.thread_id, lambda: self._commands.create_message(message))
         return message.id
 
-    async def update_message(self, message: Message) -> None:
-        """Replace a message's content, parts, metadata and parent."""
-        await self._write(message.thread_id, lambda: self._commands.update_message(message))
+    async def update_message(
+        self, message: Message, *, expected_version: int | None = None
+    ) -> None:
+        """Replace a message's content, parts, metadata and parent.
+
+        With ``expected_version`` (from :meth:`message_version`) it replaces that version
+        only; if the message has changed since, :class:`ConflictError` and nothing written.
+        """
+        await self._write(
+            message.thread_id,
+            lambda: self._commands.update_message(message, expected_version),
+        )
+
+    def message_version(self, message_id: str) -> int | None:
+        """The message's version: the stream sequence of its last change; None if unknown."""
+        return self.views.message_version(message_id)
 
     async def delete_message(self, message_id: str) -> None:
         """Soft-delete a message; repeat is a no-op."""
@@ -327,6 +344,8 @@ class JetStreamMessageStore(_ProjectedStore, Audit):
         """The one tenant this store sees and writes, or None for all of them."""
         self.log = log
         self._worker = worker
+        self.group = GroupCommit(log, on_stored=self._fold_stored)
+        """Gathers concurrent writes into atomic batches; ``group.batches`` counts them."""
         self.snapshots = snapshots or Snapshots(log)
         self._snapshot_writer: asyncio.Task[None] | None = None
 
@@ -466,16 +485,17 @@ class JetStreamMessageStore(_ProjectedStore, Audit):
             raise PermissionDeniedError(
                 f"this store is confined to tenant {self.tenant_id!r}, not {event.tenant_id!r}"
             )
-        payload = self.log.encode(event)
-        sequence = await self.log.append(
-            event, expected_last_subject_sequence=expected, payload=payload
-        )
-        subject = self._subjects.thread(event.tenant_id, event.thread_id)
-        self._worker.fold_own(
-            LogRecord(sequence=sequence, time=event.occurred_at, subject=subject, data=payload)
-        )
+        sequence = await self.group.append(event, expected=expected, payload=self.log.encode(event))
         await self._folded(sequence)
         return sequence
+
+    def _fold_stored(self, records: Sequence[LogRecord]) -> None:
+        """Fold the records this store just appended, in order, when they are next.
+
+        That is read-your-writes without waiting for the stream to deliver them back.
+        """
+        for record in records:
+            self._worker.fold_own(record)
 
     async def _folded(self, sequence: int) -> None:
         """Wait, within the write timeout, for this store's views to fold ``sequence``."""
@@ -496,10 +516,15 @@ class JetStreamMessageStore(_ProjectedStore, Audit):
                 "repeating the call is safe",
             ) from None
 
-    async def _catch_up(self, conflict: ConflictError | None) -> None:
+    async def _catch_up(self, conflict: ConflictError | None, thread_id: str) -> None:
         if conflict is not None and conflict.actual is not None:
             await self._folded(conflict.actual)
+        elif self.tenant_id is None:
+            await self._folded(await self.log.last_sequence())
         else:
-            await self._within_write_timeout(
-                self._worker.caught_up(), "this store's views had not caught up with the stream"
-            )
+            # A tenant may not ask for the stream's end on others' subjects; its thread's
+            # last record (an unknown thread's subject is known: the tenant is fixed) will do.
+            subject = self._subjects.thread(self.tenant_id, thread_id) if thread_id else None
+            last = await self.log.last_on_subject(subject) if subject else None
+            if last is not None:
+                await self._folded(last[0])

@@ -1,38 +1,44 @@
 """Indexed in-memory views of the log, and the pure fold that keeps them.
 
-The views hold frozen domain models, indexed so that no query scans the whole store: by
-id, by thread (message ids in log order), by execution, and by (tenant, user) sorted by
-creation time with log order breaking ties. They also keep, per thread subject, the last
-sequence and stored bytes, which writers need for optimistic concurrency and the hash chain.
+The views hold each thread and message as the fold decoded it, as msgspec data (see
+:mod:`eventlog.wire`), and make its frozen pydantic model when a query first asks for it,
+then keep that. They are indexed so that no query scans the whole store: by id, by thread
+(message ids in log order), by execution, and by (tenant, user) sorted by creation time
+with log order breaking ties. They also keep, per thread subject, the last sequence and
+stored bytes, which writers need for optimistic concurrency and the hash chain.
 """
 
 from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
 import logging
 import operator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import msgspec
 
 from eventlog import (
-    AnyEvent,
+    DataEvent,
     EventCodec,
     LogRecord,
     MalformedEventError,
     Message,
-    MessageCreated,
+    MessageCreatedData,
+    MessageData,
     MessageDeleted,
-    MessageUpdated,
+    MessageUpdatedData,
     Subjects,
     Thread,
-    ThreadCreated,
+    ThreadCreatedData,
+    ThreadData,
     ThreadDeleted,
-    ThreadUpdated,
+    ThreadUpdatedData,
     ValidationError,
+    parse_utc,
+    utc_text,
 )
 from projections._gc import paused_gc
 
@@ -44,6 +50,7 @@ __all__ = [
     "Projection",
     "SkippedEvent",
     "SubjectHead",
+    "ThreadRow",
     "Views",
     "ViewsState",
 ]
@@ -55,8 +62,7 @@ class EventRejectedError(ValidationError):
     """A well-formed event that does not fit the state, e.g. a message for an unknown thread."""
 
 
-@dataclass(frozen=True, slots=True)
-class SubjectHead:
+class SubjectHead(msgspec.Struct, frozen=True):
     """The last record on a thread subject: what the next append must expect and chain to."""
 
     sequence: int
@@ -71,35 +77,139 @@ class SkippedEvent(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
 
 
-@dataclass(slots=True)
+_MESSAGE_DATA = msgspec.json.Decoder(MessageData)
+_THREAD_DATA = msgspec.json.Decoder(ThreadData)
+
+
 class _ThreadEntry:
-    thread: Thread
-    sequence: int
-    message_ids: list[str] = field(default_factory=list)
-    active_messages: int = 0
+    """A thread: its data, its model once asked for, and what the views index it by.
+
+    A new message moves ``updated_at`` forward on every append; the data catches up only
+    when it is read, since most of those moves are never looked at.
+    """
+
+    __slots__ = (
+        "_data",
+        "_model",
+        "_moved",
+        "active_messages",
+        "created_at",
+        "message_ids",
+        "sequence",
+        "updated_at",
+    )
+
+    def __init__(self, data: ThreadData, sequence: int, message_ids: list[str]) -> None:
+        self.sequence = sequence
+        self.message_ids = message_ids
+        self.active_messages = 0
+        self.created_at = parse_utc(data.created_at)
+        self.set(data)
+
+    def set(self, data: ThreadData) -> None:
+        """Hold ``data`` as the thread now is."""
+        self._data = data
+        self._model: Thread | None = None
+        self._moved = False
+        self.updated_at = parse_utc(data.updated_at)
+
+    def touch(self, instant: datetime) -> None:
+        """A message was written at ``instant``: ``updated_at`` moves there, never back."""
+        if instant > self.updated_at:
+            self.updated_at = instant
+            self._moved = True
+            self._model = None
+
+    @property
+    def tenant_id(self) -> str:
+        """The thread's tenant."""
+        return self._data.tenant_id
+
+    @property
+    def deleted(self) -> bool:
+        """Whether the thread is soft-deleted."""
+        return self._data.deleted_at is not None
+
+    @property
+    def data(self) -> ThreadData:
+        """The thread as it is now."""
+        if self._moved:
+            self._data = msgspec.structs.replace(self._data, updated_at=utc_text(self.updated_at))
+            self._moved = False
+        return self._data
+
+    def model(self) -> Thread:
+        """The thread as a pydantic model, made once."""
+        if self._model is None:
+            self._model = self.data.model()
+        return self._model
 
 
-@dataclass(slots=True)
-class _MessageEntry:
-    message: Message
+class _MessageEntry(msgspec.Struct, gc=False):
+    """A message: its data, its model once asked for, and the sequence that last changed it.
+
+    A message restored from a snapshot is held as its place in the snapshot's row until
+    the fold or a query first needs it: most of a large store's messages are never read in
+    a process's lifetime, and copying a million of them out takes a second. A Struct, made
+    in C and untracked by the collector (it holds no cycles): a restore makes a million.
+    """
+
+    source: MessageData | ThreadRow
     sequence: int
+    position: int = 0
+    """Which of the row's messages this is, when ``source`` is a snapshot's row."""
+    cached: Message | None = None
+
+    def set(self, data: MessageData, sequence: int) -> None:
+        """Hold ``data`` as the message now is, changed at ``sequence``."""
+        self.source = data
+        self.cached = None
+        self.sequence = sequence
+
+    @property
+    def data(self) -> MessageData:
+        """The message as msgspec data."""
+        source = self.source
+        if isinstance(source, ThreadRow):
+            source = self.source = _MESSAGE_DATA.decode(source.message(self.position))
+        return source
+
+    def json(self) -> bytes:
+        """The message's JSON."""
+        source = self.source
+        if isinstance(source, ThreadRow):
+            return bytes(source.message(self.position))
+        return source.json()
+
+    def model(self) -> Message:
+        """The message as a pydantic model, made once."""
+        if self.cached is None:
+            self.cached = Message.model_validate_json(self.json())
+        return self.cached
 
 
 _OwnerKey = tuple[str, str]
 _OwnerItem = tuple[datetime, int, str]  # (created_at, creation sequence, thread id)
 
 
-class _MessageRow(msgspec.Struct, array_like=True, frozen=True):
-    message: bytes
-    sequence: int
+class ThreadRow(msgspec.Struct, array_like=True, frozen=True):
+    """A thread in a :class:`ViewsState`: its JSON, and its messages' JSON and positions."""
 
-
-class _ThreadRow(msgspec.Struct, array_like=True, frozen=True):
     id: str
     thread: bytes
     sequence: int
-    messages: list[_MessageRow]
     active_messages: int
+    message_ids: list[str]
+    message_sequences: list[int]
+    messages: memoryview
+    """The messages' JSON one after the other, read without a copy (see _MessageEntry)."""
+    message_ends: list[int]
+    """Where each message's JSON ends in ``messages``."""
+
+    def message(self, position: int) -> memoryview:
+        """The JSON of the message at ``position`` (0 is the thread's first)."""
+        start = self.message_ends[position - 1] if position else 0
+        return self.messages[start : self.message_ends[position]]
 
 
 class ViewsState(msgspec.Struct, frozen=True, kw_only=True):
@@ -109,19 +219,17 @@ class ViewsState(msgspec.Struct, frozen=True, kw_only=True):
     its messages in log order; the indexes and subject heads as they are.
     """
 
-    threads: list[_ThreadRow]
+    threads: list[ThreadRow]
     by_execution: dict[str, list[str]]
     by_owner: list[tuple[str, str, list[_OwnerItem]]]
     heads: list[tuple[str, int, bytes]]
 
     def digest(self) -> str:
         """The digest of the views this state holds, as :meth:`Views.digest` gives it."""
-        return _digest(
-            (row.id, row.thread, (m.message for m in row.messages)) for row in self.threads
-        )
+        return _digest((row.id, row.thread, (row.messages,)) for row in self.threads)
 
 
-def _digest(threads: Iterable[tuple[str, bytes, Iterable[bytes]]]) -> str:
+def _digest(threads: Iterable[tuple[str, bytes, Iterable[bytes | memoryview]]]) -> str:
     """SHA-256 over each thread's JSON then its messages' JSON, threads sorted by id."""
     hasher = hashlib.sha256()
     for _, thread, messages in sorted(threads, key=operator.itemgetter(0)):
@@ -137,7 +245,11 @@ _MESSAGE_FIXED = ("id", "thread_id", "role", "execution_id", "created_at", "dele
 
 
 def _unchanged(
-    kind: str, entity_id: str, old: Thread | Message, new: Thread | Message, fields: Sequence[str]
+    kind: str,
+    entity_id: str,
+    old: ThreadData | MessageData,
+    new: ThreadData | MessageData,
+    fields: Sequence[str],
 ) -> None:
     changed = [name for name in fields if getattr(old, name) != getattr(new, name)]
     if changed:
@@ -160,41 +272,39 @@ class Views:
         """Record that ``subject`` now ends at ``sequence``, whatever the record holds."""
         self._heads[subject] = SubjectHead(sequence, payload)
 
-    def apply(self, sequence: int, event: AnyEvent) -> None:
+    def apply(self, sequence: int, event: DataEvent) -> None:
         """Fold one event into the views, or raise :class:`EventRejectedError`.
 
         Every check comes before the first change, so a rejected event leaves no trace.
         """
-        match event:
-            case ThreadCreated(thread=thread):
+        match event:  # the commonest first
+            case MessageCreatedData():
+                self._create_message(sequence, event)
+            case MessageUpdatedData(message=message):
+                entry = self._message_entry(event, event.message_id)
+                _unchanged("message", message.id, entry.data, message, _MESSAGE_FIXED)
+                entry.set(message, sequence)
+            case MessageDeleted(deleted_at=deleted_at):
+                entry = self._message_entry(event, event.message_id)
+                if entry.data.deleted_at is None:
+                    deleted = msgspec.structs.replace(entry.data, deleted_at=utc_text(deleted_at))
+                    self._threads[deleted.thread_id].active_messages -= 1
+                    entry.set(deleted, sequence)
+                entry.sequence = sequence
+            case ThreadCreatedData(thread=thread):
                 self._create_thread(sequence, event, thread)
-            case ThreadUpdated(thread=thread):
+            case ThreadUpdatedData(thread=thread):
                 self._update_thread(sequence, event, thread)
             case ThreadDeleted(deleted_at=deleted_at):
                 thread_entry = self._thread_entry(event)
-                if thread_entry.thread.deleted_at is None:
-                    self._unlist(thread_entry, thread_entry.thread)
-                    thread_entry.thread = thread_entry.thread.model_copy(
-                        update={"deleted_at": deleted_at.astimezone(UTC)}
+                if not thread_entry.deleted:
+                    self._unlist(thread_entry)
+                    thread_entry.set(
+                        msgspec.structs.replace(thread_entry.data, deleted_at=utc_text(deleted_at))
                     )
                 thread_entry.sequence = sequence
-            case MessageCreated(message=message):
-                self._create_message(sequence, event, message)
-            case MessageUpdated(message=message):
-                entry = self._message_entry(event, event.message_id)
-                _unchanged("message", message.id, entry.message, message, _MESSAGE_FIXED)
-                entry.message, entry.sequence = message, sequence
-            case MessageDeleted(deleted_at=deleted_at):
-                entry = self._message_entry(event, event.message_id)
-                if entry.message.deleted_at is None:
-                    deleted = entry.message.model_copy(
-                        update={"deleted_at": deleted_at.astimezone(UTC)}
-                    )
-                    self._count(entry.message, deleted)
-                    entry.message = deleted
-                entry.sequence = sequence
 
-    def _create_thread(self, sequence: int, event: AnyEvent, thread: Thread) -> None:
+    def _create_thread(self, sequence: int, event: DataEvent, thread: ThreadData) -> None:
         if (thread.id, thread.tenant_id) != (event.thread_id, event.tenant_id):
             raise EventRejectedError(
                 f"thread {thread.id!r} of tenant {thread.tenant_id!r} arrived as thread "
@@ -202,28 +312,32 @@ class Views:
             )
         if thread.id in self._threads:
             raise EventRejectedError(f"thread {thread.id!r} is created twice")
-        self._threads[thread.id] = _ThreadEntry(thread, sequence)
+        entry = _ThreadEntry(thread, sequence, [])
+        self._threads[thread.id] = entry
         if thread.deleted_at is None:
             items = self._by_owner.setdefault((thread.tenant_id, thread.user_id), [])
-            bisect.insort(items, (thread.created_at, sequence, thread.id))
+            bisect.insort(items, (entry.created_at, sequence, thread.id))
 
-    def _update_thread(self, sequence: int, event: AnyEvent, thread: Thread) -> None:
+    def _update_thread(self, sequence: int, event: DataEvent, thread: ThreadData) -> None:
         entry = self._thread_entry(event)
-        if entry.thread.deleted_at is not None:
+        if entry.deleted:
             raise EventRejectedError(f"thread {thread.id!r} is deleted and takes no updates")
-        _unchanged("thread", thread.id, entry.thread, thread, _THREAD_FIXED)
-        entry.thread, entry.sequence = thread, sequence
+        _unchanged("thread", thread.id, entry.data, thread, _THREAD_FIXED)
+        entry.set(thread)
+        entry.sequence = sequence
 
-    def _unlist(self, entry: _ThreadEntry, thread: Thread) -> None:
+    def _unlist(self, entry: _ThreadEntry) -> None:
         """Drop a thread from its owner's listing (it was deleted)."""
-        items = self._by_owner.get((thread.tenant_id, thread.user_id), [])
-        index = bisect.bisect_left(items, (thread.created_at,))
-        while index < len(items) and items[index][2] != entry.thread.id:
+        data = entry.data
+        items = self._by_owner.get((data.tenant_id, data.user_id), [])
+        index = bisect.bisect_left(items, (entry.created_at,))
+        while index < len(items) and items[index][2] != data.id:
             index += 1
         if index < len(items):
             del items[index]
 
-    def _create_message(self, sequence: int, event: MessageCreated, message: Message) -> None:
+    def _create_message(self, sequence: int, event: MessageCreatedData) -> None:
+        message = event.message
         if message.thread_id != event.thread_id:
             raise EventRejectedError(
                 f"message {message.id!r} names thread {message.thread_id!r} "
@@ -242,31 +356,23 @@ class Views:
             thread.active_messages += 1
         if message.execution_id is not None:
             self._by_execution.setdefault(message.execution_id, []).append(message.id)
-        if event.occurred_at > thread.thread.updated_at:
-            thread.thread = thread.thread.model_copy(
-                update={"updated_at": event.occurred_at.astimezone(UTC)}
-            )
+        thread.touch(event.occurred_at)
         thread.sequence = sequence
 
-    def _count(self, before: Message, after: Message) -> None:
-        change = (after.deleted_at is None) - (before.deleted_at is None)
-        if change:
-            self._threads[after.thread_id].active_messages += change
-
-    def _thread_entry(self, event: AnyEvent) -> _ThreadEntry:
+    def _thread_entry(self, event: DataEvent) -> _ThreadEntry:
         """The event's thread, which must exist in the event's tenant."""
         entry = self._threads.get(event.thread_id)
-        if entry is None or entry.thread.tenant_id != event.tenant_id:
+        if entry is None or entry.tenant_id != event.tenant_id:
             raise EventRejectedError(
                 f"thread {event.thread_id!r} does not exist in tenant {event.tenant_id!r}"
             )
         return entry
 
-    def _message_entry(self, event: AnyEvent, message_id: str | None) -> _MessageEntry:
+    def _message_entry(self, event: DataEvent, message_id: str | None) -> _MessageEntry:
         """The event's message, which must exist in the event's thread and tenant."""
         self._thread_entry(event)
         entry = self._messages.get(message_id or "")
-        if entry is None or entry.message.thread_id != event.thread_id:
+        if entry is None or entry.data.thread_id != event.thread_id:
             raise EventRejectedError(f"message {message_id!r} does not exist in this thread")
         return entry
 
@@ -289,33 +395,38 @@ class Views:
     def thread(self, thread_id: str) -> Thread | None:
         """The thread, deleted or not, or None."""
         entry = self._threads.get(thread_id)
-        return entry.thread if entry is not None else None
+        return entry.model() if entry is not None else None
 
     def message(self, message_id: str) -> Message | None:
         """The message, deleted or not, or None."""
         entry = self._messages.get(message_id)
-        return entry.message if entry is not None else None
+        return entry.model() if entry is not None else None
+
+    def message_version(self, message_id: str) -> int | None:
+        """The stream sequence of the message's last change (its version), or None."""
+        entry = self._messages.get(message_id)
+        return entry.sequence if entry is not None else None
 
     def list_threads(self, tenant_id: str, user_id: str, limit: int, offset: int) -> list[Thread]:
         """Live threads of a user, newest first, a page at a time."""
         items = self._by_owner.get((tenant_id, user_id), [])
         end = max(len(items) - offset, 0)
         start = max(end - limit, 0)
-        return [self._threads[items[i][2]].thread for i in range(end - 1, start - 1, -1)]
+        return [self._threads[items[i][2]].model() for i in range(end - 1, start - 1, -1)]
 
     def list_messages(self, thread_id: str, *, include_deleted: bool) -> list[Message]:
         """A thread's messages in log order."""
         entry = self._threads.get(thread_id)
         if entry is None:
             return []
-        messages = [self._messages[m].message for m in entry.message_ids]
+        messages = [self._messages[m].model() for m in entry.message_ids]
         if include_deleted:
             return messages
         return [m for m in messages if m.deleted_at is None]
 
     def messages_by_execution(self, execution_id: str) -> list[Message]:
         """Every message an execution wrote, in log order, deleted ones included."""
-        return [self._messages[m].message for m in self._by_execution.get(execution_id, [])]
+        return [self._messages[m].model() for m in self._by_execution.get(execution_id, [])]
 
     def count_messages(self, thread_id: str) -> int:
         """Live messages in a thread."""
@@ -328,11 +439,8 @@ class Views:
             return _digest(
                 (
                     thread_id,
-                    entry.thread.model_dump_json().encode(),
-                    (
-                        self._messages[m].message.model_dump_json().encode()
-                        for m in entry.message_ids
-                    ),
+                    entry.data.json(),
+                    (self._messages[m].json() for m in entry.message_ids),
                 )
                 for thread_id, entry in self._threads.items()
             )
@@ -346,46 +454,51 @@ class Views:
 
     def _dump(self) -> ViewsState:
         return ViewsState(
-            threads=[
-                _ThreadRow(
-                    id=thread_id,
-                    thread=entry.thread.model_dump_json().encode(),
-                    sequence=entry.sequence,
-                    messages=[
-                        _MessageRow(
-                            message=self._messages[m].message.model_dump_json().encode(),
-                            sequence=self._messages[m].sequence,
-                        )
-                        for m in entry.message_ids
-                    ],
-                    active_messages=entry.active_messages,
-                )
-                for thread_id, entry in self._threads.items()
-            ],
+            threads=[self._row(thread_id, entry) for thread_id, entry in self._threads.items()],
             by_execution={key: list(ids) for key, ids in self._by_execution.items()},
             by_owner=[(*key, items) for key, items in self._by_owner.items()],
             heads=[(s, head.sequence, head.payload) for s, head in self._heads.items()],
         )
 
+    def _row(self, thread_id: str, entry: _ThreadEntry) -> ThreadRow:
+        messages = [self._messages[m] for m in entry.message_ids]
+        jsons = [m.json() for m in messages]
+        return ThreadRow(
+            id=thread_id,
+            thread=entry.data.json(),
+            sequence=entry.sequence,
+            active_messages=entry.active_messages,
+            message_ids=list(entry.message_ids),
+            message_sequences=[m.sequence for m in messages],
+            messages=memoryview(b"".join(jsons)),
+            message_ends=list(itertools.accumulate(map(len, jsons))),
+        )
+
     @classmethod
     def load(cls, state: ViewsState) -> Views:
-        """Views holding exactly ``state``; the models are validated as they are read."""
+        """Views holding exactly ``state``; messages are read from their JSON when needed.
+
+        The views take over the lists in ``state`` rather than copy them (a million entries
+        are a second's work): ``state`` must not be used afterwards. Raises
+        :class:`msgspec.ValidationError` for a thread that does not read back.
+        """
         with paused_gc(freeze=True):
             return cls._load(state)
 
     @classmethod
     def _load(cls, state: ViewsState) -> Views:
         views = cls()
+        messages = views._messages
         for row in state.threads:
-            thread = Thread.model_validate_json(row.thread)
-            entry = _ThreadEntry(thread, row.sequence, active_messages=row.active_messages)
-            views._threads[thread.id] = entry
-            for message_row in row.messages:
-                message = Message.model_validate_json(message_row.message)
-                views._messages[message.id] = _MessageEntry(message, message_row.sequence)
-                entry.message_ids.append(message.id)
-        views._by_execution = {key: list(ids) for key, ids in state.by_execution.items()}
-        views._by_owner = {(tenant, user): list(items) for tenant, user, items in state.by_owner}
+            entry = _ThreadEntry(_THREAD_DATA.decode(row.thread), row.sequence, row.message_ids)
+            entry.active_messages = row.active_messages
+            views._threads[row.id] = entry
+            entries = map(
+                _MessageEntry, itertools.repeat(row), row.message_sequences, itertools.count()
+            )
+            messages.update(zip(row.message_ids, entries, strict=True))
+        views._by_execution = state.by_execution
+        views._by_owner = {(tenant, user): items for tenant, user, items in state.by_owner}
         views._heads = {s: SubjectHead(sequence, payload) for s, sequence, payload in state.heads}
         return views
 
@@ -406,29 +519,37 @@ class Projection:
         self._skipped_at: dict[int, SkippedEvent] = {}
         self._codec = codec or EventCodec()
         self._subjects = subjects or Subjects()
+        self._thread_subjects: dict[str, tuple[str, str]] = {}
+        """thread id -> (tenant id, subject): each thread's subject, worked out once."""
 
-    def apply(self, record: LogRecord) -> AnyEvent | None:
+    def apply(self, record: LogRecord) -> bool:
         """Fold one record; a record that cannot apply is skipped, logged and counted.
 
-        Returns the event applied, or None when the record was skipped or redelivered.
+        Returns whether it applied: False when it was skipped or redelivered.
         """
         if record.sequence <= self.sequence:
-            return None  # redelivered: each sequence takes effect once
+            return False  # redelivered: each sequence takes effect once
         self.views.advance(record.subject, record.sequence, record.data)
-        event: AnyEvent | None = None
         try:
-            event = self._codec.decode(record.data)
+            event = self._codec.decode_data(record.data)
             self._check_subject(record, event)
             self.views.apply(record.sequence, event)
         except Exception as err:  # noqa: BLE001 - any record that cannot apply is skipped
-            event = None
             self._skip(record, err)
+            applied = False
+        else:
+            applied = True
         self.sequence = record.sequence
-        return event
+        return applied
 
-    def _check_subject(self, record: LogRecord, event: AnyEvent) -> None:
+    def _check_subject(self, record: LogRecord, event: DataEvent) -> None:
         """The subject is what the server checked concurrency and permissions on: trust it."""
-        expected = self._subjects.thread(event.tenant_id, event.thread_id)
+        known = self._thread_subjects.get(event.thread_id)
+        if known is not None and known[0] == event.tenant_id:
+            expected = known[1]
+        else:
+            expected = self._subjects.thread(event.tenant_id, event.thread_id)
+            self._thread_subjects[event.thread_id] = (event.tenant_id, expected)
         if record.subject != expected:
             raise EventRejectedError(f"an event for {expected!r} arrived on {record.subject!r}")
 

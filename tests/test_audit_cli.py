@@ -1,16 +1,26 @@
-"""The audit commands of ``convlog``: history, replay, show, verify, rebuild, snapshot, export,
-import, run in process against a real nats-server."""
+"""The audit commands of ``convlog``: history, replay, show, verify, stats, rebuild, snapshot,
+export, import, run in process against a real nats-server."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from test_verify import copy_stream
 from uuid_utils import uuid7
 
-from eventlog import EventLog, Message, StreamSettings, Thread, event_context
+from eventlog import (
+    EventLog,
+    Message,
+    StreamSettings,
+    Thread,
+    ThreadDeleted,
+    event_context,
+    event_digest,
+    new_event_id,
+)
 from projections import JetStreamMessageStore
 from projections.cli import main, weather_conversation
 
@@ -55,10 +65,17 @@ def write(url: str, settings: StreamSettings) -> Written:
     return asyncio.run(_write(url, settings))
 
 
+def invoke(
+    capsys: pytest.CaptureFixture[str], settings: StreamSettings, *args: str
+) -> tuple[int, pytest.CaptureResult[str]]:
+    """Run ``convlog`` with the stream's options; return the exit code and what it printed."""
+    code = main([*args, "--stream", settings.name, "--subject-prefix", settings.subject_prefix])
+    return code, capsys.readouterr()
+
+
 def run(capsys: pytest.CaptureFixture[str], settings: StreamSettings, *args: str) -> str:
     """Run ``convlog`` with the stream's options; return standard output; expect exit 0."""
-    code = main([*args, "--stream", settings.name, "--subject-prefix", settings.subject_prefix])
-    captured = capsys.readouterr()
+    code, captured = invoke(capsys, settings, *args)
     assert code == 0, captured.err
     return captured.out
 
@@ -201,6 +218,114 @@ def test_verify_fails_on_an_altered_copy(
     assert out.startswith("broken: 1 broken link(s) in 5 events")
     assert "sequence 4 on" in out
     assert "previous record 3" in out
+
+
+async def _publish_dead_letters(
+    url: str, settings: StreamSettings, written: Written, *, linked: bool = True, unlinked: bool
+) -> list[int]:
+    """Records the projection skips, written raw; return their sequences.
+
+    ``linked``: a newer schema and an unknown type on the thread, each linked to the record
+    before it, and an event for a thread that does not exist: dead letters whose chains
+    hold. ``unlinked``: bytes that are not an event, which carry no link at all.
+    """
+    log = await EventLog.connect(url, stream=settings)
+    try:
+        subject = log.subjects.thread(written.thread.tenant_id, written.thread.id)
+        head = [record async for record in log.read(subject=subject)][-1].data
+        newer = json.dumps(
+            {"type": "thread.deleted", "schema_version": 99, "prev_hash": event_digest(head)}
+        ).encode()
+        unknown = json.dumps({"type": "thread.archived", "prev_hash": event_digest(newer)}).encode()
+        now = datetime.now(UTC)
+        orphan = ThreadDeleted(
+            event_id=new_event_id(),
+            occurred_at=now,
+            tenant_id="acme",
+            thread_id="thread_nowhere",
+            deleted_at=now,
+        )
+        records = [
+            (subject, newer),
+            (subject, unknown),
+            (log.subjects.thread("acme", "thread_nowhere"), log.codec.encode(orphan)),
+        ][: 3 if linked else 0]
+        if unlinked:
+            records.append((log.subjects.thread("acme", "thread_junk"), b"\xff not an event"))
+        return [
+            (await log.jetstream.publish(s, data, stream=settings.name)).seq for s, data in records
+        ]
+    finally:
+        await log.close()
+
+
+def test_stats_prints_counts_health_and_dead_letters(
+    nats_url: str, stream_settings: StreamSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`convlog stats` gives counts, sequences, health and each dead letter with its reason."""
+    written = write(nats_url, stream_settings)
+    dead = asyncio.run(_publish_dead_letters(nats_url, stream_settings, written, unlinked=True))
+    assert dead == [6, 7, 8, 9]
+    out = run(capsys, stream_settings, "stats", "--nats-url", nats_url)
+    lines = out.splitlines()
+    assert lines[0] == (
+        f"stream {stream_settings.name}: 1 threads, 3 messages (deleted ones included)"
+    )
+    assert lines[1] == "stream sequence 9, applied sequence 9, health ok"
+    assert lines[2] == "dead letters: 4 record(s) the projection skips"
+    assert [line.split()[0] for line in lines[3:]] == ["#6", "#7", "#8", "#9"]
+    assert "newer than this code reads" in lines[3]
+    assert "does not exist" in lines[5]
+    assert lines[6].startswith(f"  #9 on {stream_settings.subject_prefix}.acme.thread_junk: ")
+    assert "not a convlog event" in lines[6]
+    document = json.loads(run(capsys, stream_settings, "stats", "--nats-url", nats_url, "--json"))
+    assert {k: document[k] for k in ("threads", "messages", "status")} == {
+        "threads": 1,
+        "messages": 3,
+        "status": "ok",
+    }
+    assert (document["stream_sequence"], document["applied_sequence"]) == (9, 9)
+    assert [d["sequence"] for d in document["dead_letters"]] == dead
+    assert document["dead_letters"][2]["subject"].endswith(".acme.thread_nowhere")
+
+
+def test_stats_without_dead_letters_says_none(
+    nats_url: str, stream_settings: StreamSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write(nats_url, stream_settings)
+    out = run(capsys, stream_settings, "stats", "--nats-url", nats_url)
+    assert out.splitlines()[1:] == [
+        "stream sequence 5, applied sequence 5, health ok",
+        "dead letters: none",
+    ]
+
+
+def test_verify_lists_dead_letters_and_fails_only_on_a_broken_chain(
+    nats_url: str, stream_settings: StreamSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Dead letters with intact links are listed and verify passes; bytes with no link fail it."""
+    written = write(nats_url, stream_settings)
+    asyncio.run(_publish_dead_letters(nats_url, stream_settings, written, unlinked=False))
+    out = run(capsys, stream_settings, "verify", "--nats-url", nats_url)
+    lines = out.splitlines()
+    assert lines[0].startswith("ok: 8 events in 2 threads, up to sequence 8, every hash chain")
+    assert lines[1] == "dead letters: 3 record(s) the projection skips"
+    assert [line.split()[0] for line in lines[2:]] == ["#6", "#7", "#8"]
+    out = run(capsys, stream_settings, "verify", "--nats-url", nats_url, "--until", "6")
+    assert out.splitlines()[1:] == ["dead letters: 1 record(s) the projection skips", lines[2]]
+
+    junk = asyncio.run(
+        _publish_dead_letters(nats_url, stream_settings, written, linked=False, unlinked=True)
+    )
+    assert junk == [9]
+    code, captured = invoke(capsys, stream_settings, "verify", "--nats-url", nats_url)
+    lines = captured.out.splitlines()
+    assert code == 1
+    assert lines[0].startswith("broken: ")
+    assert "1 broken link(s) in 9 events" in lines[0]
+    assert "first at sequence 9 on" in lines[0]
+    assert "the record is not a convlog event" in lines[0]
+    assert lines[2] == "dead letters: 4 record(s) the projection skips"
 
 
 def test_export_then_import_into_another_stream(

@@ -412,29 +412,30 @@ def test_unknown_fields_are_ignored() -> None:
     assert "temperature" not in written["metadata"]
 
 
-@pytest.mark.parametrize(
-    ("path", "value"),
-    [
-        (("metadata", "token_usage", "prompt_tokens"), 1.0),
-        (("metadata", "completed_at"), 1.0),
-        (("metadata", "duration_ms"), 2.0),
-        (("metadata", "token_usage", "total_tokens"), True),
-        (("metadata", "token_usage", "total_tokens"), "3"),
-        (("metadata", "token_usage", "prompt_tokens"), -1),
-        (("metadata", "token_usage", "prompt_tokens"), 2**32),
-        (("metadata", "duration_ms"), -1),
-        (("metadata", "duration_ms"), 2**64),
-        (("metadata", "completed_at"), 2**63),
-        (("metadata", "cost", "input_cost"), "0.5"),
-        (("metadata", "finish_reason"), "Stop"),
-        (("role",), "User"),
-        (("parent_type",), "tool-call"),
-        (("content",), 5),
-        (("created_at",), 1715000000),
-        (("created_at",), "2024-05-06T07:08:09"),
-        (("created_at",), "2024-05-06"),
-    ],
-)
+SERDE_REJECTS: list[tuple[tuple[str, ...], object]] = [
+    (("metadata", "token_usage", "prompt_tokens"), 1.0),
+    (("metadata", "completed_at"), 1.0),
+    (("metadata", "duration_ms"), 2.0),
+    (("metadata", "token_usage", "total_tokens"), True),
+    (("metadata", "token_usage", "total_tokens"), "3"),
+    (("metadata", "token_usage", "prompt_tokens"), -1),
+    (("metadata", "token_usage", "prompt_tokens"), 2**32),
+    (("metadata", "duration_ms"), -1),
+    (("metadata", "duration_ms"), 2**64),
+    (("metadata", "completed_at"), 2**63),
+    (("metadata", "cost", "input_cost"), "0.5"),
+    (("metadata", "finish_reason"), "Stop"),
+    (("role",), "User"),
+    (("parent_type",), "tool-call"),
+    (("content",), 5),
+    (("created_at",), 1715000000),
+    (("created_at",), "2024-05-06T07:08:09"),
+    (("created_at",), "2024-05-06"),
+]
+"""(path, value): a message document with ``value`` at ``path`` is refused, as serde does."""
+
+
+@pytest.mark.parametrize(("path", "value"), SERDE_REJECTS)
 def test_values_serde_rejects_are_rejected(path: tuple[str, ...], value: object) -> None:
     """Floats, bools or strings for integers, out-of-range integers, wrong-case enums,
     numbers for timestamps and naive timestamps are all rejected, as serde rejects them."""
@@ -447,17 +448,18 @@ def test_values_serde_rejects_are_rejected(path: tuple[str, ...], value: object)
         _load_message(doc)
 
 
-@pytest.mark.parametrize(
-    "part",
-    [
-        {"type": "video", "video_id": "v"},
-        {"text": "no tag"},
-        {"type": "Text", "text": "wrong case"},
-        {"type": "tool_call", "tool_call_id": "t", "tool_name": "n", "args": None},
-        {"type": "tool-result", "tool_call_id": "t", "tool_name": "n", "result": 1, "is_error": 1},
-        {"type": "file", "file_id": "f", "filename": "a", "mime_type": "b", "size_bytes": 1.0},
-    ],
-)
+BAD_PARTS: list[dict[str, Any]] = [
+    {"type": "video", "video_id": "v"},
+    {"text": "no tag"},
+    {"type": "Text", "text": "wrong case"},
+    {"type": "tool_call", "tool_call_id": "t", "tool_name": "n", "args": None},
+    {"type": "tool-result", "tool_call_id": "t", "tool_name": "n", "result": 1, "is_error": 1},
+    {"type": "file", "file_id": "f", "filename": "a", "mime_type": "b", "size_bytes": 1.0},
+]
+"""Parts with an unknown or missing tag, or a wrongly typed field."""
+
+
+@pytest.mark.parametrize("part", BAD_PARTS)
 def test_bad_parts_are_rejected(part: dict[str, Any]) -> None:
     """Unknown or missing part tags and wrongly typed part fields are rejected."""
     with pytest.raises(PydanticValidationError):

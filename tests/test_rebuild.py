@@ -5,11 +5,15 @@ from __future__ import annotations
 import io
 from typing import TYPE_CHECKING
 
+import pytest
+
 from eventlog import Message, Thread
-from projections import Progress, rebuild
+from projections import Progress, Projection, rebuild, replay
 
 if TYPE_CHECKING:
     from conftest import StoreFactory
+
+    from eventlog import AnyEvent, LogRecord
 
 
 async def test_rebuild_replays_the_stream_into_views_equal_to_the_live_ones(
@@ -41,6 +45,22 @@ async def test_rebuild_of_an_empty_stream_is_empty(connect_store: StoreFactory) 
     rebuilt = await store.rebuild(verify=True)
     assert (rebuilt.events, rebuilt.sequence, rebuilt.rate) == (0, 0, 0.0)
     assert rebuilt.digest == store.views.digest()
+
+
+async def test_an_error_in_replay_reaches_its_caller(connect_store: StoreFactory) -> None:
+    """replay() folds in the client's callback; what its ``on_applied`` raises is re-raised."""
+    store = await connect_store()
+    thread = Thread.new("acme", "alice")
+    await store.create_thread(thread)
+    await store.create_message(Message.user(thread.id, "hi"))
+
+    def refuse(record: LogRecord, _: AnyEvent | None) -> None:
+        raise RuntimeError(f"refused {record.sequence}")
+
+    projection = Projection(store.log.codec, store.log.subjects)
+    with pytest.raises(RuntimeError, match="refused 1"):
+        await replay(store.log, projection, on_applied=refuse)
+    assert projection.sequence == 1
 
 
 class _Clock:

@@ -85,10 +85,17 @@ async def test_a_tenant_store_sees_and_writes_only_its_own_tenant(authorized_ser
         with pytest.raises(NotFoundError):
             await acme.create_message(Message.user(theirs.id, "planted by acme"))
 
-        # A tenant's store still catches up with its own writes made elsewhere.
+        # A tenant's store catches up with its tenant's writes made elsewhere: at start,
+        # and when it is asked to change what another store has just written.
         again = await _tenant_store(authorized_server, "acme")
         assert [m.id for m in await again.list_messages(ours.id)] == [said.id]
         assert (await again.health_check()).status == "ok"
+        fresh = Message.user(ours.id, "written by the first acme store")
+        await acme.create_message(fresh)
+        await again.update_message(fresh.model_copy(update={"content": "edited by the second"}))
+        edited = await again.get_message(fresh.id)
+        assert edited is not None
+        assert edited.content == "edited by the second"
         await again.close()
     finally:
         await acme.close()

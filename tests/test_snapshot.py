@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -18,7 +19,7 @@ from projections import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from conftest import StoreFactory
 
@@ -41,7 +42,7 @@ async def bucket_of(store: JetStreamMessageStore) -> BlobBucket:
 
 
 async def read_snapshot(bucket: BlobBucket, name: str) -> Snapshot:
-    return msgspec.msgpack.decode(await bucket.get(name), type=Snapshot)
+    return await Snapshot.from_bytes(await bucket.get(name))
 
 
 def with_title(state: ViewsState, title: str) -> ViewsState:
@@ -76,9 +77,7 @@ async def test_a_new_store_restores_the_snapshot_and_folds_only_the_tail(
     forged = with_title(snapshot.views, "forged")
     await bucket.put(
         info.name,
-        msgspec.msgpack.encode(
-            msgspec.structs.replace(snapshot, views=forged, digest=forged.digest())
-        ),
+        await msgspec.structs.replace(snapshot, views=forged, digest=forged.digest()).to_bytes(),
     )
     tail = Message.user(thread.id, "after the snapshot")
     await writer.create_message(tail)
@@ -98,29 +97,34 @@ async def test_a_new_store_restores_the_snapshot_and_folds_only_the_tail(
     assert (await writer.rebuild(verify=True)).digest == writer.views.digest()
 
 
-def _garbage(_: Snapshot, __: bytes) -> bytes:
+async def _garbage(_: Snapshot, __: bytes) -> bytes:
     return b"\x93 not a snapshot"
 
 
-def _format(snapshot: Snapshot, _: bytes) -> bytes:
-    return msgspec.msgpack.encode(msgspec.structs.replace(snapshot, format=999))
+async def _format(_: Snapshot, __: bytes) -> bytes:
+    return msgspec.msgpack.encode({"format": 999})
 
 
-def _schema(snapshot: Snapshot, _: bytes) -> bytes:
-    return msgspec.msgpack.encode(msgspec.structs.replace(snapshot, schema_version=0))
+async def _format_1(snapshot: Snapshot, _: bytes) -> bytes:
+    """As the first format wrote it: the whole snapshot as one msgpack map, uncompressed."""
+    return msgspec.msgpack.encode({"format": 1, **msgspec.structs.asdict(snapshot)})
 
 
-def _digest(snapshot: Snapshot, _: bytes) -> bytes:
-    return msgspec.msgpack.encode(
-        msgspec.structs.replace(snapshot, views=with_title(snapshot.views, "tampered"))
-    )
+async def _schema(snapshot: Snapshot, _: bytes) -> bytes:
+    return await msgspec.structs.replace(snapshot, schema_version=0).to_bytes()
 
 
-def _ahead(snapshot: Snapshot, _: bytes) -> bytes:
-    return msgspec.msgpack.encode(msgspec.structs.replace(snapshot, sequence=10_000))
+async def _digest(snapshot: Snapshot, _: bytes) -> bytes:
+    return await msgspec.structs.replace(
+        snapshot, views=with_title(snapshot.views, "tampered")
+    ).to_bytes()
 
 
-def _truncated(_: Snapshot, data: bytes) -> bytes:
+async def _ahead(snapshot: Snapshot, _: bytes) -> bytes:
+    return await msgspec.structs.replace(snapshot, sequence=10_000).to_bytes()
+
+
+async def _truncated(_: Snapshot, data: bytes) -> bytes:
     return data[: len(data) // 2]
 
 
@@ -129,16 +133,17 @@ def _truncated(_: Snapshot, data: bytes) -> bytes:
     [
         (_garbage, "does not read back as a snapshot"),
         (_truncated, "does not read back as a snapshot"),
-        (_format, "written as (format, schema version, stream, prefix) (999,"),
-        (_schema, "written as (format, schema version, stream, prefix) (1, 0,"),
+        (_format, "it is in format 999, and this code reads format 2"),
+        (_format_1, "it is in format 1, and this code reads format 2"),
+        (_schema, "written as (schema version, stream, prefix) (0,"),
         (_digest, "its views give digest"),
         (_ahead, "past the stream's end (6)"),
     ],
-    ids=["garbage", "truncated", "format", "schema", "digest", "ahead"],
+    ids=["garbage", "truncated", "format", "format 1", "schema", "digest", "ahead"],
 )
 async def test_an_unfit_snapshot_is_reported_and_ignored(
     connect_store: StoreFactory,
-    spoil: Callable[[Snapshot, bytes], bytes],
+    spoil: Callable[[Snapshot, bytes], Awaitable[bytes]],
     reason: str,
 ) -> None:
     """A corrupt or incompatible snapshot is logged, listed in health, and not used."""
@@ -147,7 +152,7 @@ async def test_an_unfit_snapshot_is_reported_and_ignored(
     info = await writer.snapshot()
     bucket = await bucket_of(writer)
     data = await bucket.get(info.name)
-    await bucket.put(info.name, spoil(msgspec.msgpack.decode(data, type=Snapshot), data))
+    await bucket.put(info.name, await spoil(await Snapshot.from_bytes(data), data))
 
     reader = await connect_store()
     health = await reader.health_check()
@@ -191,7 +196,7 @@ async def test_a_snapshot_of_another_stream_is_refused(
         moved = msgspec.structs.replace(snapshot, stream=name, subject_prefix=prefix)
         bucket = await BlobBucket.open(other.log, "snapshots", create=True)
         assert bucket is not None
-        await bucket.put(info.name, msgspec.msgpack.encode(moved))
+        await bucket.put(info.name, await moved.to_bytes())
         fresh = await JetStreamMessageStore.connect(nats_url, stream=name, subject_prefix=prefix)
         health = await fresh.health_check()
         digest = other.views.digest()
@@ -253,6 +258,31 @@ async def test_a_periodic_policy_writes_snapshots_and_keeps_the_newest(
     reader = await connect_store()
     assert (await reader.health_check()).snapshots.restored == names[-1]
     assert await reader.count_messages(thread.id) == 11
+
+
+async def test_a_periodic_policy_snapshots_a_backlog_it_caught_up_on(
+    connect_store: StoreFactory, nats_url: str, stream_settings: StreamSettings
+) -> None:
+    """Events folded at start-up count towards ``every``: no need to wait for N new ones.
+
+    A store restarted after a crash folds everything since its last snapshot; unless it
+    snapshots that at once, crashing again before N new events folds the same tail again.
+    """
+    writer = await connect_store()
+    for _ in range(3):
+        await conversation(writer, turns=20)
+    end = writer.sequence
+    store = await JetStreamMessageStore.connect(
+        nats_url,
+        stream=stream_settings.name,
+        subject_prefix=stream_settings.subject_prefix,
+        snapshots=SnapshotPolicy(every=10),
+    )
+    try:
+        info = await asyncio.wait_for(store.snapshots.wait_written(end), 10)
+    finally:
+        await store.close()
+    assert info.sequence == end
 
 
 async def test_skipped_records_are_kept_across_a_restore(

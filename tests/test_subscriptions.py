@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from functools import partial
 from typing import TYPE_CHECKING
 
 import nats
-import pytest
+from chaos import until_acknowledged
 
 from eventlog import (
     Delivery,
@@ -19,7 +20,6 @@ from eventlog import (
     StreamSettings,
     Subscription,
     Thread,
-    UnavailableError,
 )
 from projections import JetStreamMessageStore
 
@@ -140,7 +140,10 @@ async def test_subscription_survives_a_server_restart(tmp_path: object) -> None:
             await server.start()
             await store.log.connection.wait()
             for turn in range(5):
-                await _retry_until_written(store, Message.user(thread.id, f"after {turn}"))
+                message = Message.user(thread.id, f"after {turn}")
+                await until_acknowledged(
+                    partial(store.create_message, message), store.log.connection
+                )
             rest = await take(events, 10)
         sequences = [s.sequence for s in before + rest]
         assert sequences == list(range(1, 12))
@@ -149,22 +152,6 @@ async def test_subscription_survives_a_server_restart(tmp_path: object) -> None:
         await store.close()
     finally:
         await server.stop()
-
-
-async def _retry_until_written(store: JetStreamMessageStore, message: Message) -> None:
-    """Right after a restart JetStream may still be recovering: retry the same write.
-
-    Repeating the call is safe (a retried create is a no-op), so each try waits on the
-    connection being up and then on the write's own timeout, never on a fixed sleep.
-    """
-    for _ in range(100):
-        try:
-            await store.create_message(message)
-        except UnavailableError:
-            await store.log.connection.wait()
-        else:
-            return
-    pytest.fail("the restarted server never took the write")
 
 
 async def test_durable_workers_share_events_and_get_unacked_ones_again(

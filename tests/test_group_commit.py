@@ -1,0 +1,108 @@
+"""Group commit: concurrent appends share atomic batches; a refused one never fails the rest."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from eventlog import ConflictError, EventLog, GroupCommit, LogRecord, Message, Thread
+from tests.test_eventlog import collect, message_created, thread_created
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from eventlog import AnyEvent
+    from tests.conftest import StoreFactory
+
+
+async def _append_together(
+    group: GroupCommit, log: EventLog, events: Sequence[AnyEvent], expected: Sequence[int | None]
+) -> list[int | BaseException]:
+    """Queue every append before the group's first batch leaves, so they share it."""
+    appends = [
+        group.append(event, expected=expect, payload=log.encode(event))
+        for event, expect in zip(events, expected, strict=True)
+    ]
+    return await asyncio.gather(*appends, return_exceptions=True)
+
+
+async def test_concurrent_appends_share_one_batch_in_order(event_log: EventLog) -> None:
+    stored: list[LogRecord] = []
+    group = GroupCommit(event_log, on_stored=stored.extend)
+    events = [thread_created(thread_id=f"thread_{i}") for i in range(20)]
+    results = await _append_together(group, event_log, events, [0] * 20)
+    assert results == list(range(1, 21))
+    assert group.batches == 1
+    assert [record.sequence for record in stored] == results
+    records = await collect(event_log.read())
+    assert [event_log.codec.decode(r.data) for r in records] == events
+
+
+async def test_a_conflict_in_a_batch_fails_only_its_own_append(event_log: EventLog) -> None:
+    taken = await event_log.append(thread_created(thread_id="thread_taken"))
+    group = GroupCommit(event_log)
+    events = [thread_created(thread_id=f"thread_{i}") for i in range(9)]
+    stale = message_created("too late", thread_id="thread_taken")
+    events.insert(4, stale)
+    expected: list[int | None] = [0] * 10
+    results = await _append_together(group, event_log, events, expected)  # stale expects 0
+    conflict = results.pop(4)
+    assert isinstance(conflict, ConflictError)
+    assert conflict.actual == taken
+    assert all(isinstance(result, int) for result in results)
+    stored = [event_log.codec.decode(r.data) for r in await collect(event_log.read())]
+    assert stale not in stored
+    assert len(stored) == 1 + 9
+
+
+async def test_a_retried_event_in_a_batch_is_stored_once(event_log: EventLog) -> None:
+    first = thread_created(thread_id="thread_first")
+    original = await event_log.append(first)
+    group = GroupCommit(event_log)
+    events = [thread_created(thread_id=f"thread_{i}") for i in range(5)]
+    results = await _append_together(group, event_log, [first, *events], [None] * 6)
+    assert results[0] == original
+    assert all(isinstance(result, int) for result in results[1:])
+    records = await collect(event_log.read())
+    ids = [event_log.codec.decode(r.data).event_id for r in records]
+    assert sorted(ids) == sorted({first.event_id, *(e.event_id for e in events)})
+
+
+async def test_a_store_groups_concurrent_writers(connect_store: StoreFactory) -> None:
+    """Many writers on many threads: batches form, every write is visible and stored once."""
+    store = await connect_store()
+    threads = [Thread.new("acme", f"user{i}") for i in range(64)]
+    await asyncio.gather(*(store.create_thread(thread) for thread in threads))
+    messages = [Message.user(thread.id, f"hello {i}") for i, thread in enumerate(threads * 4)]
+
+    async def write_all(share: Sequence[Message]) -> None:
+        for message in share:
+            await store.create_message(message)
+            assert await store.get_message(message.id) == message  # read-your-writes
+
+    await asyncio.gather(*(write_all(messages[i::64]) for i in range(64)))
+    assert store.group.batches > 0
+    for thread in threads:
+        assert await store.count_messages(thread.id) == 4
+    fresh = await connect_store()
+    assert fresh.views.digest() == store.views.digest()
+
+
+async def test_a_failing_batch_settles_its_writers_and_the_next_goes_on(
+    event_log: EventLog,
+) -> None:
+    """A bug after the ack (here: in on_stored) reaches those writers; nobody hangs."""
+    calls: list[int] = []
+
+    def on_stored(records: Sequence[LogRecord]) -> None:
+        calls.append(len(records))
+        if len(calls) == 1:
+            raise RuntimeError("bug in the fold")
+
+    group = GroupCommit(event_log, on_stored=on_stored)
+    first = [thread_created(thread_id=f"thread_{i}") for i in range(3)]
+    results = await _append_together(group, event_log, first, [0] * 3)
+    assert all(isinstance(result, RuntimeError) for result in results)
+    later = thread_created(thread_id="thread_later")
+    assert await group.append(later, expected=0, payload=event_log.encode(later)) == 4
+    assert calls == [3, 1]
