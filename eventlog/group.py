@@ -74,7 +74,17 @@ class GroupCommit:
         """
         subject = self._log.subjects.thread(event.tenant_id, event.thread_id)
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Append(event, payload, subject, expected, done))
+        pending = _Append(event, payload, subject, expected, done)
+        if self._draining == 0 and not self._queue:
+            # Alone: nothing to group with, so append right here, sparing a task and its
+            # hops; writers that come meanwhile queue up and form the next batch.
+            self._draining += 1
+            try:
+                await self._commit_one(pending)
+            finally:
+                self._draining -= 1
+            return await done
+        self._queue.append(pending)
         if self._draining < _IN_FLIGHT:
             self._draining += 1
             task = asyncio.create_task(self._drain())

@@ -480,6 +480,23 @@ class JetStreamMessageStore(_ProjectedStore, Audit):
         if self._worker.failure is not None:
             raise self._worker.failure
 
+    async def _write(self, thread_id: str, decide: Callable[[], AnyEvent | None]) -> None:
+        """Write within twice the write timeout, whatever it waits for on the way.
+
+        A write may queue behind a batch in flight, wait for its own batch's ack, and wait
+        for the fold; each wait is bounded, and so is their sum.
+        """
+        deadline = 2 * self.log.write_timeout
+        try:
+            async with asyncio.timeout(deadline):
+                await super()._write(thread_id, decide)
+        except TimeoutError:
+            raise UnavailableError(
+                self.log.url,
+                f"the write did not complete within {deadline}s; it may or may not be "
+                "stored, and repeating the call is safe",
+            ) from None
+
     async def _commit(self, event: AnyEvent, expected: int) -> int:
         if self.tenant_id is not None and event.tenant_id != self.tenant_id:
             raise PermissionDeniedError(
