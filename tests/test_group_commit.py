@@ -32,7 +32,7 @@ async def test_concurrent_appends_share_one_batch_in_order(event_log: EventLog) 
     events = [thread_created(thread_id=f"thread_{i}") for i in range(20)]
     results = await _append_together(group, event_log, events, [0] * 20)
     assert results == list(range(1, 21))
-    assert group.batches == 1
+    assert group.batches == 1  # the first is appended alone, the other 19 together
     assert [record.sequence for record in stored] == results
     records = await collect(event_log.read())
     assert [event_log.codec.decode(r.data) for r in records] == events
@@ -60,9 +60,10 @@ async def test_a_retried_event_in_a_batch_is_stored_once(event_log: EventLog) ->
     original = await event_log.append(first)
     group = GroupCommit(event_log)
     events = [thread_created(thread_id=f"thread_{i}") for i in range(5)]
-    results = await _append_together(group, event_log, [first, *events], [None] * 6)
-    assert results[0] == original
-    assert all(isinstance(result, int) for result in results[1:])
+    # The first append goes alone; the retry is in the batch the others form after it.
+    results = await _append_together(group, event_log, [events[0], first, *events[1:]], [None] * 6)
+    assert results[1] == original
+    assert all(isinstance(result, int) for result in results)
     records = await collect(event_log.read())
     ids = [event_log.codec.decode(r.data).event_id for r in records]
     assert sorted(ids) == sorted({first.event_id, *(e.event_id for e in events)})
@@ -91,18 +92,19 @@ async def test_a_store_groups_concurrent_writers(connect_store: StoreFactory) ->
 async def test_a_failing_batch_settles_its_writers_and_the_next_goes_on(
     event_log: EventLog,
 ) -> None:
-    """A bug after the ack (here: in on_stored) reaches those writers; nobody hangs."""
+    """A bug after a batch's ack (here: in on_stored) reaches its writers; nobody hangs."""
     calls: list[int] = []
 
     def on_stored(records: Sequence[LogRecord]) -> None:
         calls.append(len(records))
-        if len(calls) == 1:
+        if len(records) > 1:
             raise RuntimeError("bug in the fold")
 
     group = GroupCommit(event_log, on_stored=on_stored)
     first = [thread_created(thread_id=f"thread_{i}") for i in range(3)]
     results = await _append_together(group, event_log, first, [0] * 3)
-    assert all(isinstance(result, RuntimeError) for result in results)
+    assert results[0] == 1  # alone, appended in place; the two after it form a batch
+    assert all(isinstance(result, RuntimeError) for result in results[1:])
     later = thread_created(thread_id="thread_later")
     assert await group.append(later, expected=0, payload=event_log.encode(later)) == 4
-    assert calls == [3, 1]
+    assert calls == [1, 2, 1]
