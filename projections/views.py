@@ -182,9 +182,9 @@ class _MessageEntry(msgspec.Struct, gc=False):
         return source.json()
 
     def model(self) -> Message:
-        """The message as a pydantic model, made once."""
+        """The message as a pydantic model, made once (from the data: see MessageData.model)."""
         if self.cached is None:
-            self.cached = Message.model_validate_json(self.json())
+            self.cached = self.data.model()
         return self.cached
 
 

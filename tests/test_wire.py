@@ -75,7 +75,10 @@ def _assert_agree(payload: bytes) -> None:
         assert isinstance(expected, ThreadCreated)
         assert isinstance(data, ThreadCreatedData)
         entity, model = data.thread, expected.thread
-    assert entity.model() == model
+    made, validated = entity.model(), type(model).model_validate_json(entity.json())
+    assert made == model == validated
+    assert repr(made) == repr(validated)  # the same types too: a str is not a MessageId
+    assert made.model_dump(exclude_unset=True) == validated.model_dump(exclude_unset=True)
     assert entity.json() == model.model_dump_json().encode()
     assert data.occurred_at == expected.occurred_at
 
