@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import statistics
 import sys
 import time
@@ -78,8 +79,8 @@ def print_table(results: list[Result]) -> None:
     rows = [
         (
             r.case,
-            f"{r.ours:,.{_decimals(r.ours)}f} {r.unit}",
-            f"{r.baseline:,.{_decimals(r.baseline)}f} {r.unit}",
+            _figure(r.ours, r.unit),
+            _figure(r.baseline, r.unit),
             _ratio_text(r.ratio),
             r.target,
             r.note,
@@ -91,11 +92,23 @@ def print_table(results: list[Result]) -> None:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
 
 
+def _figure(value: float, unit: str) -> str:
+    """``1,234.5 µs``, or a dash for a figure not measured (NaN: a peer not installed)."""
+    return "-" if math.isnan(value) else f"{value:,.{_decimals(value)}f} {unit}"
+
+
 def _ratio_text(ratio: float) -> str:
     """``1.52x``, or ``1/1,234x`` when ours is a small fraction of the baseline."""
+    if math.isnan(ratio):
+        return "-"
     if 0 < ratio < 0.01:
         return f"1/{1 / ratio:,.0f}x"
     return f"{ratio:.3g}x"
+
+
+def _json_number(value: object) -> object:
+    """NaN (not measured) as null: JSON has no NaN."""
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def _decimals(value: float) -> int:
@@ -107,6 +120,9 @@ def write_json(results: list[Result], path: Path, machine: dict[str, str]) -> No
     """Write the same table as JSON, with the machine it ran on."""
     document = {
         "machine": machine,
-        "results": [{**asdict(r), "ratio": r.ratio} for r in results],
+        "results": [
+            {key: _json_number(value) for key, value in {**asdict(r), "ratio": r.ratio}.items()}
+            for r in results
+        ],
     }
     path.write_text(json.dumps(document, indent=2), encoding="utf-8")

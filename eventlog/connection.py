@@ -31,10 +31,15 @@ class ConnectionState:
         self.reconnects = 0
         """How many times the client has reconnected since it first connected."""
         self._listeners: list[Callable[[], None]] = []
+        self._denial_listeners: list[Callable[[str], None]] = []
         self._denied: collections.deque[str] = collections.deque(maxlen=64)
         self.denials = 0
         """How many publishes the server has refused for lack of permission."""
         self._refused = asyncio.Event()
+
+    def when_denied(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener`` with each subject the server refuses us (it must not block)."""
+        self._denial_listeners.append(listener)
 
     def when_reconnected(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` after every reconnect (it must not block)."""
@@ -71,8 +76,11 @@ class ConnectionState:
         ):
             self._refused.set()
         if denied := _DENIED.search(str(err)):
-            self._denied.append(denied.group(1).lower())  # nats-py lowercases the message
+            subject = denied.group(1).lower()  # nats-py lowercases the message
+            self._denied.append(subject)
             self.denials += 1
+            for listener in self._denial_listeners:
+                listener(subject)
         logger.warning("nats: %s", err)
 
     def was_denied(self, subject: str) -> bool:

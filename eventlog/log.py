@@ -250,7 +250,8 @@ class EventLog:
     async def close(self) -> None:
         """Close the connection; pending acks are abandoned."""
         if not self._nc.is_closed:
-            await self._nc.close()
+            with contextlib.suppress(OSError):  # the server went away: nothing left to flush to
+                await self._nc.close()
 
     async def _ensure_stream(self) -> None:
         config = api.StreamConfig(
@@ -392,7 +393,15 @@ class EventLog:
                 headers[api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE] = str(expect)
             seen.add(subject)
             if index < count:
-                await self._nc.publish(subject, payload, headers=headers)
+                try:
+                    await self._nc.publish(subject, payload, headers=headers)
+                except (
+                    nats.errors.ConnectionClosedError,
+                    nats.errors.OutboundBufferLimitError,
+                ) as err:
+                    raise UnavailableError(
+                        self.url, f"batch {batch_id} not sent ({err!r})"
+                    ) from err
                 continue
             headers[api.Header.BATCH_COMMIT] = "1"
             ack = await self._request(subject, payload, headers)
@@ -438,6 +447,10 @@ class EventLog:
             raise UnavailableError(self.url, f"no stream listens on {subject!r}") from err
         except nats.errors.ConnectionClosedError as err:
             raise UnavailableError(self.url, "the connection is closed; nothing was sent") from err
+        except nats.errors.OutboundBufferLimitError as err:
+            raise UnavailableError(
+                self.url, "nothing was sent: the client's buffer is full while it reconnects"
+            ) from err
         except nats.errors.TimeoutError as err:
             if self.connection.was_denied(subject):
                 raise PermissionDeniedError(

@@ -56,11 +56,21 @@ class ProjectionWorker:
         """Start following the stream after the last sequence already folded."""
         self._follower = await self._follow()
         self._log.connection.when_reconnected(self._reconnected)
+        self._log.connection.when_denied(self._denied)
 
     async def _follow(self) -> Follower:
         return await self._log.follow(
             self._on_record, start_sequence=self.projection.sequence + 1, subject=self._subject
         )
+
+    def _denied(self, subject: str) -> None:
+        """Follow again (named) when the server refuses nats-py's re-create of our consumer.
+
+        nats-py re-creates an ordered consumer after a gap in the unnamed API form, which a
+        tenant's permissions do not allow.
+        """
+        if subject.startswith("$js.api.consumer.create."):
+            self._reconnected()
 
     def _reconnected(self) -> None:
         """After a reconnect, follow again at once rather than wait for missed heartbeats."""

@@ -5,11 +5,22 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from eventlog import ConflictError, EventLog, GroupCommit, LogRecord, Message, Thread
+from eventlog import (
+    ConflictError,
+    ConnectOptions,
+    EmbeddedNats,
+    EventLog,
+    GroupCommit,
+    LogRecord,
+    Message,
+    Thread,
+    UnavailableError,
+)
 from tests.test_eventlog import collect, message_created, thread_created
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from pathlib import Path
 
     from eventlog import AnyEvent
     from tests.conftest import StoreFactory
@@ -108,3 +119,17 @@ async def test_a_failing_batch_settles_its_writers_and_the_next_goes_on(
     later = thread_created(thread_id="thread_later")
     assert await group.append(later, expected=0, payload=event_log.encode(later)) == 4
     assert calls == [1, 2, 1]
+
+
+async def test_appends_while_the_server_is_away_raise_unavailable(tmp_path: Path) -> None:
+    """Big appends fill the client's buffer while it reconnects: still UnavailableError."""
+    server = await EmbeddedNats(data_dir=tmp_path).start()
+    log = await EventLog.connect(server.url, options=ConnectOptions(write_timeout=1.0))
+    try:
+        await server.kill()
+        await log.connection.wait_disconnected()
+        events = [message_created("x" * 300_000, thread_id=f"thread_{i}") for i in range(6)]
+        results = await _append_together(GroupCommit(log), log, events, [None] * 6)
+        assert all(isinstance(result, UnavailableError) for result in results), results
+    finally:
+        await log.close()

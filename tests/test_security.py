@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import pytest
@@ -100,6 +101,28 @@ async def test_a_tenant_store_sees_and_writes_only_its_own_tenant(authorized_ser
     finally:
         await acme.close()
         await globex.close()
+
+
+async def test_a_tenant_store_follows_again_when_its_consumer_cannot_be_recreated(
+    authorized_server: str,
+) -> None:
+    """After a gap nats-py re-creates the consumer unnamed, which a tenant may not do."""
+    reader = await _tenant_store(authorized_server, "acme")
+    writer = await _tenant_store(authorized_server, "acme")
+    try:
+        thread = Thread.new("acme", "alice")
+        await writer.create_thread(thread)
+        await asyncio.wait_for(reader.wait_for(writer.sequence), 5)
+        # What nats-py does when it sees a gap in the consumer's sequence numbers:
+        jsi = reader._worker._follower._subscription._sub._jsi  # type: ignore[union-attr]
+        await jsi.reset_ordered_consumer(reader.sequence + 1)
+        message = Message.user(thread.id, "written after the reset")
+        await writer.create_message(message)
+        await asyncio.wait_for(reader.wait_for(writer.sequence), 10)
+        assert await reader.get_message(message.id) == message
+    finally:
+        await reader.close()
+        await writer.close()
 
 
 async def test_the_server_refuses_another_tenants_subjects(authorized_server: str) -> None:
