@@ -627,7 +627,7 @@ class EventLog:
         tenant's permissions can confine to its own subjects. nats-py then runs it as its
         own ordered consumer (flow control, heartbeats, a re-create after a gap). That
         re-create uses the unnamed form, which a tenant may not have; so a store follows
-        again by itself after every reconnect.
+        again by itself after every reconnect, and when the server refuses that re-create.
         """
         config = api.ConsumerConfig(
             name=f"convlog_{uuid7().hex}",
