@@ -439,31 +439,43 @@ class EventLog:
         return expected, payloads
 
     async def _request(self, subject: str, payload: bytes, headers: dict[str, str]) -> _PubAck:
+        """Publish and await the stream's ack."""
+        reply = await self._ask(
+            subject,
+            payload,
+            headers,
+            forbidden=f"publish to {subject!r}",
+            unanswered=f"no ack within {self._options.write_timeout}s; the append may or may "
+            "not have been stored: appending the same event again is safe (its id is "
+            "deduplicated), and so is repeating a store call (creates and deletes are "
+            "idempotent)",
+        )
+        return _PUB_ACK.decode(reply.data)
+
+    async def _ask(
+        self,
+        subject: str,
+        payload: bytes,
+        headers: dict[str, str] | None,
+        *,
+        forbidden: str,
+        unanswered: str,
+    ) -> Msg:
+        """A request within the write timeout; every way it can fail as a convlog error."""
         try:
-            reply = await self._nc.request(
+            return await self._nc.request(
                 subject, payload, timeout=self._options.write_timeout, headers=headers
             )
         except nats.errors.NoRespondersError as err:
-            raise UnavailableError(self.url, f"no stream listens on {subject!r}") from err
-        except nats.errors.ConnectionClosedError as err:
-            raise UnavailableError(self.url, "the connection is closed; nothing was sent") from err
-        except nats.errors.OutboundBufferLimitError as err:
+            raise UnavailableError(self.url, f"nothing answers on {subject!r}") from err
+        except (nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError) as err:
             raise UnavailableError(
-                self.url, "nothing was sent: the client's buffer is full while it reconnects"
+                self.url, f"nothing was sent: closed, or reconnecting with a full buffer ({err!r})"
             ) from err
         except nats.errors.TimeoutError as err:
             if self.connection.was_denied(subject):
-                raise PermissionDeniedError(
-                    f"these credentials may not publish to {subject!r}"
-                ) from err
-            raise UnavailableError(
-                self.url,
-                f"no ack within {self._options.write_timeout}s; the append may or may not "
-                "have been stored: appending the same event again is safe (its id is "
-                "deduplicated), and so is repeating a store call (creates and deletes are "
-                "idempotent)",
-            ) from err
-        return _PUB_ACK.decode(reply.data)
+                raise PermissionDeniedError(f"these credentials may not {forbidden}") from err
+            raise UnavailableError(self.url, unanswered) from err
 
     async def _already_stored(self, subject: str, event_id: str, *, after: int) -> int | None:
         """The sequence of ``event_id`` on ``subject`` after ``after``, if stored (a retry).
@@ -503,13 +515,13 @@ class EventLog:
 
         A direct get with the subject in the API subject, which permissions can check.
         """
-        api_subject = f"$JS.API.DIRECT.GET.{self.stream.name}.{subject}"
-        try:
-            reply = await self._nc.request(api_subject, b"", timeout=self._options.write_timeout)
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as err:
-            if self.connection.was_denied(api_subject):
-                raise PermissionDeniedError(f"these credentials may not read {subject!r}") from err
-            raise UnavailableError(self.url, "direct get got no answer") from err
+        reply = await self._ask(
+            f"$JS.API.DIRECT.GET.{self.stream.name}.{subject}",
+            b"",
+            None,
+            forbidden=f"read {subject!r}",
+            unanswered="direct get got no answer",
+        )
         headers = reply.headers or {}
         if "Nats-Sequence" not in headers:
             return None
@@ -681,22 +693,20 @@ class Follower:
 
     async def position(self) -> tuple[int, int]:
         """``(last stream sequence delivered, records still to deliver)``, from the server."""
-        try:
-            info = await self._subscription.consumer_info()
-        except (nats.errors.Error, nats.js.errors.Error) as err:
-            raise UnavailableError(
-                self._url, f"cannot ask the consumer how far it is ({err!r})"
-            ) from err
+        info = await self._info()
         return (info.delivered.stream_seq if info.delivered else 0), info.num_pending or 0
 
     async def has_nothing(self) -> bool:
         """True when the consumer had nothing to deliver and delivered nothing."""
-        try:
-            info = await self._subscription.consumer_info()
-        except (nats.errors.Error, nats.js.errors.Error) as err:  # a restart lost it, say
-            raise UnavailableError(self._url, f"cannot ask the consumer ({err!r})") from err
+        info = await self._info()
         delivered = info.delivered.consumer_seq if info.delivered else 0
         return not info.num_pending and not delivered
+
+    async def _info(self) -> api.ConsumerInfo:
+        try:
+            return await self._subscription.consumer_info()
+        except (nats.errors.Error, nats.js.errors.Error) as err:  # a restart lost it, say
+            raise UnavailableError(self._url, f"cannot ask the consumer ({err!r})") from err
 
     async def stop(self) -> None:
         """Unsubscribe and delete the consumer rather than leave it to time out."""
