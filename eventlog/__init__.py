@@ -11,6 +11,9 @@ from eventlog.errors import (
     ConvlogError,
     DeletedError,
     EmbeddedServerError,
+    Gap,
+    ImportRejectedError,
+    MissingRecordsError,
     NotFoundError,
     PayloadTooLargeError,
     PermissionDeniedError,
@@ -84,6 +87,7 @@ from eventlog.model import (
 )
 from eventlog.security import TenantPermissions, tls_context
 from eventlog.server import (
+    DEFAULT_MAX_PAYLOAD,
     EmbeddedNats,
     find_nats_server,
 )
@@ -106,6 +110,7 @@ from eventlog.subscription import (
 from eventlog.transfer import (
     ExportedEvent,
     ExportReport,
+    ExportTrailer,
     ImportReport,
     export_events,
     import_events,
@@ -115,6 +120,7 @@ from eventlog.verify import ChainBreak, ChainVerifier, VerifyReport, verify_chai
 from eventlog.wire import MessageData, ThreadData, parse_utc, utc_text
 
 __all__ = [
+    "DEFAULT_MAX_PAYLOAD",
     "HEADER_ROOM",
     "I64",
     "MAX_ID_BYTES",
@@ -148,12 +154,15 @@ __all__ = [
     "ExecutionId",
     "ExecutionStats",
     "ExportReport",
+    "ExportTrailer",
     "ExportedEvent",
     "FilePart",
     "FinishReason",
     "Follower",
+    "Gap",
     "GroupCommit",
     "ImagePart",
+    "ImportRejectedError",
     "ImportReport",
     "LogRecord",
     "MalformedEventError",
@@ -168,6 +177,7 @@ __all__ = [
     "MessageRole",
     "MessageUpdated",
     "MessageUpdatedData",
+    "MissingRecordsError",
     "NotFoundError",
     "ParentType",
     "PayloadTooLargeError",

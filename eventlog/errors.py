@@ -7,10 +7,12 @@ ConvlogError
 ├── DeletedError             writing into a soft-deleted thread or message (kind, entity_id)
 ├── ConflictError            another writer got there first (subject, expected, actual)
 ├── ValidationError          input the log will not take
-│   └── PayloadTooLargeError an event over the server's max payload (size, limit)
+│   ├── PayloadTooLargeError an event over the server's max payload (size, limit)
+│   └── ImportRejectedError  an import file refused before any append (line, reason)
 ├── UnavailableError         the NATS server cannot be reached in time (url)
 ├── PermissionDeniedError    another tenant's data, or a subject the credentials lack (what)
 ├── ProjectionError          the projection stopped folding the stream (sequence)
+│   └── MissingRecordsError  records a fold needs that the stream cannot return (gaps)
 └── EmbeddedServerError      the embedded nats-server is missing or would not start
 ```
 
@@ -19,12 +21,20 @@ Every message is a sentence that says what went wrong, where, and what to do.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
 __all__ = [
     "AlreadyExistsError",
     "ConflictError",
     "ConvlogError",
     "DeletedError",
     "EmbeddedServerError",
+    "Gap",
+    "ImportRejectedError",
+    "MissingRecordsError",
     "NotFoundError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
@@ -98,13 +108,30 @@ class PayloadTooLargeError(ValidationError):
         )
 
 
+class ImportRejectedError(ValidationError):
+    """An import file failed its check, or could not be read; nothing was appended."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        line: int | None = None,
+        advice: str = "fix the file or export it again",
+    ) -> None:
+        self.reason = reason
+        self.line = line
+        where = "" if line is None else f" at line {line}"
+        super().__init__(f"import refused{where}: {reason}; nothing was written, {advice}.")
+
+
 class UnavailableError(ConvlogError):
     """The NATS server did not answer in time, or could not be reached at all."""
 
-    def __init__(self, url: str, reason: str) -> None:
+    def __init__(self, url: str, reason: str, *, message: str | None = None) -> None:
+        """``message`` replaces the usual sentence when the reason reads better on its own."""
         self.url = url
         self.reason = reason
-        super().__init__(f"NATS at {url} is unavailable: {reason}.")
+        super().__init__(message or f"NATS at {url} is unavailable: {reason}.")
 
 
 class PermissionDeniedError(ConvlogError):
@@ -123,6 +150,33 @@ class ProjectionError(ConvlogError):
         self.sequence = sequence
         where = "" if sequence is None else f" at stream sequence {sequence}"
         super().__init__(f"the projection stopped{where}: {reason}.")
+
+
+class Gap(NamedTuple):
+    """Stream sequences ``first`` to ``last`` (inclusive) that cannot be read, and why."""
+
+    first: int
+    last: int
+    reason: str
+
+    def __str__(self) -> str:
+        span = str(self.first) if self.first == self.last else f"{self.first} to {self.last}"
+        return f"{span} ({self.reason})"
+
+
+class MissingRecordsError(ProjectionError):
+    """A fold needs records the stream cannot return; it stops rather than wait for them."""
+
+    def __init__(self, stream: str, gaps: Sequence[Gap]) -> None:
+        self.stream = stream
+        self.gaps = tuple(gaps)
+        single = len(self.gaps) == 1 and self.gaps[0].first == self.gaps[0].last
+        named = ("record " if single else "records ") + ", ".join(map(str, self.gaps))
+        super().__init__(
+            f"stream {stream!r} cannot return {named}, which the fold needs; restore "
+            "its store from a backup, or import an export into a new stream",
+            self.gaps[0].first if self.gaps else None,
+        )
 
 
 class EmbeddedServerError(ConvlogError):

@@ -223,10 +223,67 @@ def _encode_model(value: object) -> Any:  # noqa: ANN401 - msgspec hooks take an
     raise NotImplementedError(f"cannot encode {type(value).__name__}")
 
 
+def _encode_stored(value: object) -> Any:  # noqa: ANN401 - msgspec hooks take and return Any
+    """As :func:`_encode_model`, but a message's text parts that repeat its content elided."""
+    if isinstance(value, Message):
+        return _elide_text(value.model_dump(mode="json"))
+    return _encode_model(value)
+
+
+_ELIDED_TEXT: Final = {"type": "text"}
+"""A text part as stored when its text is the content: the text is then stored once."""
+
+
+def _elide_text(message: dict[str, Any]) -> dict[str, Any]:
+    """The message's JSON with each text part that repeats the content as :data:`_ELIDED_TEXT`."""
+    content = message["content"]
+    message["parts"] = [
+        _ELIDED_TEXT if part["type"] == "text" and part["text"] == content else part
+        for part in message["parts"]
+    ]
+    return message
+
+
+def _restore_text(message: dict[str, Any]) -> dict[str, Any]:
+    """Undo :func:`_elide_text`: a text part with no text gets the content back."""
+    content, parts = message.get("content"), message.get("parts")
+    if not isinstance(content, str) or not isinstance(parts, list):
+        return message  # invalid either way; the model says why
+    message["parts"] = [
+        {**part, "text": content}
+        if isinstance(part, dict) and part.get("type") == "text" and "text" not in part
+        else part
+        for part in parts
+    ]
+    return message
+
+
 def _decode_model(kind: type, value: object) -> Any:  # noqa: ANN401 - msgspec hook signature
+    if kind is Message and isinstance(value, dict):
+        return Message.model_validate(_restore_text(value))
     if issubclass(kind, pydantic.BaseModel):
         return kind.model_validate(value)
     raise NotImplementedError(f"cannot decode {kind.__name__}")
+
+
+def _unencodable(value: object, path: str) -> str | None:
+    """The path (from ``path``) of the first text in ``value`` that UTF-8 cannot encode, or None."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return path
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if str(key).isidentifier() else f"{path}[{key!r}]"
+            if (found := _unencodable(key, where) or _unencodable(item, where)) is not None:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            if (found := _unencodable(item, f"{path}[{index}]")) is not None:
+                return found
+    return None
 
 
 class _Version(msgspec.Struct):
@@ -238,6 +295,7 @@ class EventCodec:
 
     def __init__(self, *, upcasters: Upcasters = UPCASTERS) -> None:
         self._encoder = msgspec.json.Encoder(enc_hook=_encode_model)
+        self._stored = msgspec.json.Encoder(enc_hook=_encode_stored)
         self._decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(
             AnyEvent, dec_hook=_decode_model
         )
@@ -247,8 +305,21 @@ class EventCodec:
         self._upcasters = upcasters
 
     def encode(self, event: Event, *, limit: int | None = None) -> bytes:
-        """The bytes stored for ``event``; PayloadTooLargeError if over ``limit`` bytes."""
-        payload = self._encoder.encode(event)
+        """The bytes stored for ``event``; PayloadTooLargeError if over ``limit`` bytes.
+
+        A message's text part that repeats its content is stored without its text, so the
+        text counts once against the limit; every decode puts it back.
+        """
+        try:
+            payload = self._stored.encode(event)
+        except UnicodeEncodeError as err:
+            where = _unencodable(msgspec.to_builtins(event, enc_hook=_encode_model), "")
+            field = where.removeprefix(".") if where else "a text"
+            raise ValidationError(
+                f"{field} of event {event.event_type} holds a lone "
+                "surrogate, which is not text UTF-8 can store; nothing was written: replace "
+                "it (e.g. text.encode('utf-8', 'replace').decode()) and write again"
+            ) from err
         if limit is not None and len(payload) > limit:
             raise PayloadTooLargeError(len(payload), limit, what=f"event {event.event_type}")
         return payload

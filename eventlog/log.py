@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,6 +30,7 @@ from eventlog.connection import ConnectionState
 from eventlog.errors import (
     ConflictError,
     ConvlogError,
+    Gap,
     PayloadTooLargeError,
     PermissionDeniedError,
     UnavailableError,
@@ -66,9 +68,14 @@ logger = logging.getLogger(__name__)
 # JetStream API error codes (err_code in a pub ack or API response).
 JS_WRONG_LAST_SEQUENCE: Final = 10071
 JS_STREAM_NOT_FOUND: Final = 10059
+JS_NOT_ENABLED_FOR_ACCOUNT: Final = 10039
 JS_MESSAGE_TOO_LARGE: Final = 10054
 JS_BATCH_WRONG_LAST_SEQUENCE: Final = 10164
 JS_BATCH_DUPLICATE_MSG_ID: Final = 10201
+
+_HEARTBEAT: Final = 2.0
+"""Seconds between the server's heartbeats to an idle consumer, and between a reader's
+questions to its consumer when nothing arrives."""
 
 _RETRY_SCAN: Final = 64
 """Records after the expected sequence searched for a retried event's own id."""
@@ -271,8 +278,12 @@ class EventLog:
         except nats.js.errors.NotFoundError:
             await self._guard(self._js.add_stream(config), "create the stream")
             return
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as err:
-            raise UnavailableError(self.url, "JetStream did not answer; is it enabled?") from err
+        except (
+            nats.errors.TimeoutError,
+            nats.errors.NoRespondersError,
+            nats.js.errors.ServiceUnavailableError,  # how nats-py reports no responders
+        ) as err:
+            raise self._no_jetstream(err) from err
         existing = info.config
         problems = []
         if (existing.subjects or []) != [self.subjects.all]:
@@ -305,6 +316,28 @@ class EventLog:
                 + ". Use another stream name or fix its configuration."
             )
         self.supports_atomic = self.supports_atomic and bool(existing.allow_atomic)
+
+    def _no_jetstream(self, err: Exception) -> UnavailableError:
+        """Why the JetStream API did not answer: off on the server, off for the account, or slow."""
+        connected = self._nc.connected_url
+        where = connected.geturl() if connected else self.url
+        # A server without JetStream leaves the flag out of its INFO; no public getter.
+        enabled = bool(self._nc._server_info.get("jetstream"))  # noqa: SLF001
+        if isinstance(err, nats.js.errors.APIError) and err.err_code == JS_NOT_ENABLED_FOR_ACCOUNT:
+            advice = "enable it for the account (`jetstream: enabled` in its configuration)"
+            return UnavailableError(
+                self.url,
+                "JetStream is not enabled for this account",
+                message=f"JetStream is not enabled for this account on {where}; {advice}.",
+            )
+        if not enabled and not isinstance(err, nats.errors.TimeoutError):
+            advice = "start nats-server with -js, or add `jetstream {}` to its configuration"
+            return UnavailableError(
+                self.url,
+                "JetStream is not enabled",
+                message=f"JetStream is not enabled on {where}; {advice}.",
+            )
+        return UnavailableError(self.url, "JetStream did not answer; is it enabled?")
 
     async def _guard(self, call: Awaitable[_T], what: str) -> _T:
         denials = self.connection.denials
@@ -510,6 +543,69 @@ class EventLog:
         info = await self._guard(self._js.stream_info(self.stream.name), "read stream info")
         return info.state.last_seq
 
+    async def gaps(self, *, after: int = 0, through: int | None = None) -> list[Gap]:
+        """The sequences after ``after`` (up to ``through``) the stream reports it lacks.
+
+        Those before its first sequence, and those its state lists as deleted or lost (a
+        truncated or damaged block): the stream denies deletes, so each is lost data that a
+        fold would otherwise wait for forever.
+        """
+        reply = await self._ask(
+            f"$JS.API.STREAM.INFO.{self.stream.name}",
+            _DELETED_DETAILS,
+            None,
+            forbidden=f"read the info of stream {self.stream.name!r}",
+            unanswered="stream info got no answer",
+        )
+        info = _STREAM_INFO.decode(reply.data)
+        if info.error is not None:
+            raise ConvlogError(
+                f"JetStream refused the info of stream {self.stream.name!r}: "
+                f"{info.error.description}"
+            )
+        state = info.state
+        found: list[Gap] = []
+        before_first = min(state.first_seq - 1, state.last_seq if through is None else through)
+        if after < before_first:
+            found.append(
+                Gap(
+                    after + 1,
+                    before_first,
+                    f"before the stream's first sequence, {state.first_seq}",
+                )
+            )
+        why = dict.fromkeys(state.deleted or (), "deleted from its store")
+        why.update(dict.fromkeys(state.lost.msgs or () if state.lost else (), "damaged, lost"))
+        listed = sorted(s for s in why if after < s and (through is None or s <= through))
+        return found + _runs(listed, why)
+
+    async def missing(self, first: int, last: int) -> list[Gap]:
+        """Why sequences ``first`` to ``last``, which a consumer passed over, cannot be read.
+
+        What the stream reports (:meth:`gaps`) and, for each span it does not, whether a
+        direct get returns its first record: if not, the server counts it but cannot load it
+        (a damaged block). [] when the server returns them: the client dropped them.
+        """
+        reported = await self.gaps(after=first - 1, through=last)
+        found = list(reported)
+        cursor = first
+        for gap in [*reported, Gap(last + 1, last + 1, "")]:
+            if cursor < gap.first and not await self._readable(cursor):
+                found.append(Gap(cursor, gap.first - 1, "unreadable, the server cannot load it"))
+            cursor = gap.last + 1
+        return sorted(found)
+
+    async def _readable(self, sequence: int) -> bool:
+        """Whether a direct get of ``sequence`` returns a record."""
+        reply = await self._ask(
+            f"$JS.API.DIRECT.GET.{self.stream.name}",
+            msgspec.json.encode({"seq": sequence}),
+            None,
+            forbidden=f"read sequence {sequence}",
+            unanswered="direct get got no answer",
+        )
+        return "Nats-Sequence" in (reply.headers or {})
+
     async def last_on_subject(self, subject: str) -> tuple[int, str] | None:
         """``(sequence, event id)`` of the last event on ``subject``, or None if it has none.
 
@@ -650,7 +746,7 @@ class EventLog:
             ack_policy=api.AckPolicy.NONE,
             max_deliver=1,
             flow_control=True,
-            idle_heartbeat=2.0,
+            idle_heartbeat=_HEARTBEAT,
             inactive_threshold=300.0,
             num_replicas=1,
             mem_storage=True,
@@ -667,15 +763,23 @@ class EventLog:
     async def read(
         self, *, start_sequence: int = 1, subject: str | None = None
     ) -> AsyncGenerator[LogRecord]:
-        """Yield the records stored now, from ``start_sequence`` up to the current end."""
+        """Yield the records stored now, from ``start_sequence`` up to the current end.
+
+        Records the server cannot return are passed over: a reader that needs every
+        sequence checks that they follow on (see :meth:`missing`).
+        """
         queue: asyncio.Queue[LogRecord] = asyncio.Queue(maxsize=10_000)
         follower = await self.follow(queue.put, start_sequence=start_sequence, subject=subject)
+        last = start_sequence - 1
         try:
             if await follower.has_nothing():
                 return
             while True:
-                record = await queue.get()
+                record = queue.get_nowait() if queue.qsize() else await _next(queue, follower, last)
+                if record is None:
+                    return
                 yield record
+                last = record.sequence
                 if record.pending == 0:
                     return
         finally:
@@ -690,6 +794,7 @@ class Follower:
         self._url = log.url
         self._js = log.jetstream
         self._stream = log.stream.name
+        self._timeout = log.write_timeout
 
     async def position(self) -> tuple[int, int]:
         """``(last stream sequence delivered, records still to deliver)``, from the server."""
@@ -701,6 +806,33 @@ class Follower:
         info = await self._info()
         delivered = info.delivered.consumer_seq if info.delivered else 0
         return not info.num_pending and not delivered
+
+    async def until_done(self, done: asyncio.Future[_T], last: Callable[[], int]) -> bool:
+        """Wait for ``done``; False instead once the consumer has nothing after ``last()``.
+
+        A record's pending count includes records the server counts but cannot load (a
+        damaged block), so waiting for it to reach 0 could wait forever. Each heartbeat
+        interval without ``done`` this asks the consumer itself; one that has records left
+        but delivers none within the write timeout raises UnavailableError.
+        """
+        seen, since = last(), time.monotonic()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(done), _HEARTBEAT)
+            if done.done():
+                return True
+            delivered, pending = await self.position()
+            if not pending and delivered <= last():
+                return False
+            if last() != seen:
+                seen, since = last(), time.monotonic()
+            elif time.monotonic() - since > self._timeout:
+                raise UnavailableError(
+                    self._url,
+                    f"stream {self._stream!r} has {pending} record(s) after sequence {delivered} "
+                    f"for this reader, but delivered none within {self._timeout}s; check the "
+                    "server's log for a damaged store",
+                )
 
     async def _info(self) -> api.ConsumerInfo:
         try:
@@ -714,6 +846,48 @@ class Follower:
             await self._subscription.unsubscribe()
         with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
             await self._js.delete_consumer(self._stream, self._subscription._consumer)  # noqa: SLF001
+
+
+async def _next(queue: asyncio.Queue[LogRecord], follower: Follower, last: int) -> LogRecord | None:
+    """The next record from ``queue``; None once the consumer has nothing after ``last``."""
+    getting = asyncio.ensure_future(queue.get())
+    try:
+        if await follower.until_done(getting, lambda: last) or getting.done():
+            return getting.result()
+        return None
+    finally:
+        getting.cancel()
+
+
+def _runs(sequences: Sequence[int], why: dict[int, str]) -> list[Gap]:
+    """Sorted ``sequences`` as spans of consecutive ones with the same reason."""
+    runs: list[Gap] = []
+    for sequence in sequences:
+        if runs and runs[-1].last == sequence - 1 and runs[-1].reason == why[sequence]:
+            runs[-1] = runs[-1]._replace(last=sequence)
+        else:
+            runs.append(Gap(sequence, sequence, why[sequence]))
+    return runs
+
+
+class _Lost(msgspec.Struct):
+    msgs: list[int] | None = None
+
+
+class _StreamState(msgspec.Struct):
+    first_seq: int = 0
+    last_seq: int = 0
+    deleted: list[int] | None = None
+    lost: _Lost | None = None
+
+
+class _StreamInfo(msgspec.Struct):
+    state: _StreamState = msgspec.field(default_factory=_StreamState)
+    error: _ApiError | None = None
+
+
+_STREAM_INFO = msgspec.json.Decoder(_StreamInfo)
+_DELETED_DETAILS: Final = msgspec.json.encode({"deleted_details": True})
 
 
 async def _open(
@@ -759,26 +933,54 @@ async def _open(
 
 
 async def _probe(urls: Sequence[str], url: str, seconds: float) -> None:
-    """Fail fast when no server accepts TCP connections at all.
+    """Fail fast when no server accepts TCP connections and greets the way NATS does.
 
     The client reconnects forever once connected (a server restart must not kill a store),
-    and nats-py applies that to the first connect too; without this probe a wrong URL
-    would hang for the whole connect timeout instead of failing with its reason.
+    and nats-py applies that to the first connect too; without this probe a wrong URL, or
+    a port where something other than NATS listens, would hang for the whole connect
+    timeout instead of failing with its reason.
     """
     reasons = []
     for candidate in urls:
         parts = urlsplit(candidate if "://" in candidate else f"nats://{candidate}")
         host, port = parts.hostname or "localhost", parts.port or 4222
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), seconds)
-        except OSError as err:  # TimeoutError is an OSError too
-            reasons.append(f"{host}:{port}: {err.strerror or 'timed out'}")
-            continue
+        reason = await _knock(host, port, seconds, greets=parts.scheme in _GREETING_SCHEMES)
+        if reason is None:
+            return
+        reasons.append(f"{host}:{port} {reason}")
+    raise UnavailableError(
+        url, "no NATS server answers (" + "; ".join(reasons) + "); check the URL and port"
+    )
+
+
+_GREETING_SCHEMES: Final = frozenset({"nats", "tls"})
+"""URL schemes whose server speaks first, with INFO (a websocket waits for the client)."""
+_GREETING: Final = b"INFO"
+
+
+async def _knock(host: str, port: int, seconds: float, *, greets: bool) -> str | None:
+    """Why ``host:port`` is no NATS server, or None: it accepts TCP (and sends INFO first)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    try:
+        async with asyncio.timeout_at(deadline):
+            reader, writer = await asyncio.open_connection(host, port)
+    except OSError as err:  # TimeoutError is an OSError too
+        return f"cannot be reached: {err.strerror or 'timed out'}"
+    try:
+        if greets:
+            async with asyncio.timeout_at(deadline):
+                first = await reader.readexactly(len(_GREETING))
+            if first != _GREETING:
+                return f"did not answer as a NATS server (it sent {first!r})"
+    except TimeoutError:
+        return f"did not answer as a NATS server (it sent nothing within {seconds} s)"
+    except (asyncio.IncompleteReadError, OSError):
+        return "did not answer as a NATS server (it closed the connection)"
+    finally:
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
-        return
-    raise UnavailableError(url, "no server accepts connections (" + "; ".join(reasons) + ")")
+    return None
 
 
 def _actual_sequence(error: _ApiError) -> int | None:

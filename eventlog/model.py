@@ -5,10 +5,12 @@ Field order is the seed's serde field order, because it is the JSON output order
 
 import copy
 import enum
+import reprlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, NoReturn, Self
 
+import pydantic
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -21,6 +23,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from eventlog.errors import ValidationError
 from eventlog.ids import ExecutionId, MessageId, TenantId, ThreadId, UserId
 
 __all__ = [
@@ -110,9 +113,20 @@ class _FrozenList(list[Any]):
         return [copy.deepcopy(value, memo) for value in self]
 
 
+def _utf8_key(key: str) -> str:
+    # pydantic would write a lone surrogate in a key as U+FFFD, silently: refuse it instead.
+    try:
+        key.encode()
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"the key {key!r} holds a lone surrogate, which UTF-8 cannot store"
+        ) from None
+    return key
+
+
 def _freeze(value: JsonValue) -> JsonValue:
     if isinstance(value, dict):
-        return _FrozenDict({key: _freeze(item) for key, item in value.items()})
+        return _FrozenDict({_utf8_key(key): _freeze(item) for key, item in value.items()})
     if isinstance(value, list):
         return _FrozenList(_freeze(item) for item in value)
     return value
@@ -122,14 +136,44 @@ def _freeze(value: JsonValue) -> JsonValue:
 _Json = Annotated[JsonValue, AfterValidator(_freeze)]
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 80  # what was given, in a sentence: never 1 MB of it
+
+
+def _field_errors(err: pydantic.ValidationError) -> ValidationError:
+    """Turn pydantic's error into convlog's: a clause per field, named from the model down."""
+    clauses = [
+        ".".join([err.title, *map(str, error["loc"])])
+        + f": {error['msg'].rstrip('.')}"
+        + ("" if error["type"] == "missing" else f" (given {_SHORT.repr(error['input'])})")
+        for error in err.errors(include_url=False)
+    ]
+    values = "the value" if len(clauses) == 1 else "the values"
+    return ValidationError("; ".join(clauses) + f"; correct {values} and build it again.")
+
+
 class _Model(BaseModel):
     # Frozen, so projected views can share one object without copies; extra fields are
     # ignored, as serde does.
     model_config = ConfigDict(frozen=True, extra="ignore")
 
+    def __init__(self, /, **data: Any) -> None:  # noqa: ANN401 - field values of any type
+        """Validate as pydantic does, raising convlog's ValidationError (a ConvlogError)."""
+        try:
+            super().__init__(**data)
+        except pydantic.ValidationError as err:
+            raise _field_errors(err) from err
+
+    # pydantic's marker for an __init__ that only wraps its own: nested models are still
+    # validated in one pass, without a call to this for each.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
     def _replace(self, **changes: Any) -> Self:  # noqa: ANN401 - field values of any type
         """Return a copy with `changes`, validated (model_copy(update=...) skips validation)."""
-        return self.model_validate({**dict(self), **changes})
+        try:
+            return self.model_validate({**dict(self), **changes})
+        except pydantic.ValidationError as err:
+            raise _field_errors(err) from err
 
 
 class MessageRole(enum.StrEnum):

@@ -1,15 +1,30 @@
-"""Export and import: a log's events as JSON Lines, and back into any stream.
+"""Export and import: a log's events as JSON Lines, and back into any stream, all or nothing.
 
-Each line is one :class:`ExportedEvent`: the record's stream ``sequence``, server ``time``
-and ``subject`` where it was exported from, and the ``event`` itself, its stored bytes
-embedded verbatim (they are JSON), so every ``prev_hash`` still holds after an import.
+An export is one :class:`ExportedEvent` per line (the record's stream ``sequence``, server
+``time`` and ``subject`` where it was exported from, and the ``event`` itself, its stored
+bytes embedded verbatim, so every ``prev_hash`` still holds after an import), then one
+:class:`ExportTrailer` line: ``{"root": ..., "events": N, "threads": M, "heads": {...}}``.
 
-An import appends each event to its thread in the target stream, with the target's
-subject prefix and optimistic concurrency on the thread. It is idempotent: an event whose
-id the target thread already holds is skipped, so an interrupted import can simply be run
-again. It refuses an event that would not continue its thread's hash chain in the target
-(the target holds another history of that thread, or the export has a gap) rather than
-writing a broken chain. The target gives imported events new sequences and server times.
+The chains vouch for every event that another follows on its thread; nothing follows a
+thread's last event, so the trailer vouches for those: ``heads`` maps each source subject to
+the digest of its last event, and ``root`` is the root :func:`~eventlog.verify_chains` gives
+for the same records (one SHA-256 over every thread's subject, last sequence and digest), so
+an export's root equals the one ``convlog verify`` prints for its scope, and any edit
+anywhere, a line dropped from the end, or a trailer edited to match, changes it.
+
+An import checks the whole file before it appends anything: every line's JSON and shape,
+that its event decodes, that each thread's chain links within the file, that the trailer
+matches, and that each thread continues its chain in the target (or that the target holds
+a first part of it: an interrupted import). The first failure raises
+:class:`~eventlog.ImportRejectedError`, naming the line. Only then does it append, in atomic
+batches where the stream takes them, with the target's subject prefix and optimistic
+concurrency on each thread. It is idempotent: an event the target thread already holds
+(the same bytes) is skipped, so an interrupted import is simply run again. The target gives
+imported events new sequences and server times.
+
+An export without a trailer (written before it existed, or cut short) is refused unless
+``allow_missing_root``: without it a truncated file or an edited last event would go
+unnoticed, so importing one must be a choice.
 """
 
 from __future__ import annotations
@@ -21,15 +36,28 @@ from typing import IO, TYPE_CHECKING
 
 import msgspec
 
-from eventlog.errors import ValidationError
+from eventlog.errors import ImportRejectedError
 from eventlog.events import MalformedEventError, event_digest
+from eventlog.log import LogRecord
+from eventlog.verify import ChainVerifier
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable, Sequence
 
+    from eventlog.events import Event
     from eventlog.log import EventLog
 
-__all__ = ["ExportReport", "ExportedEvent", "ImportReport", "export_events", "import_events"]
+__all__ = [
+    "ExportReport",
+    "ExportTrailer",
+    "ExportedEvent",
+    "ImportReport",
+    "export_events",
+    "import_events",
+]
+
+_BATCH = 256
+"""Events per atomic batch of an import."""
 
 
 class ExportedEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -41,10 +69,23 @@ class ExportedEvent(msgspec.Struct, frozen=True, kw_only=True):
     event: msgspec.Raw
 
 
+class ExportTrailer(msgspec.Struct, frozen=True, kw_only=True):
+    """The last line of an export: what commits to all of it, a thread's last event included."""
+
+    root: str
+    """The verify root of the exported records."""
+    events: int
+    threads: int
+    heads: dict[str, str]
+    """Each source subject's last event digest: names the line when a last event was edited."""
+
+
 class ExportReport(msgspec.Struct, frozen=True, kw_only=True):
-    """How many events an export wrote, and the records it could not (not events at all)."""
+    """What an export wrote: its counts and root, and the records that are not events."""
 
     events: int
+    threads: int
+    root: str
     not_exported: tuple[int, ...] = ()
 
 
@@ -64,15 +105,17 @@ class _Envelope(msgspec.Struct):
 
 _ENVELOPE = msgspec.json.Decoder(_Envelope)
 _LINE = msgspec.json.Decoder(ExportedEvent)
+_TRAILER = msgspec.json.Decoder(ExportTrailer)
 _ENCODER = msgspec.json.Encoder()
 
 
 async def export_events(
     log: EventLog, out: IO[bytes], *, tenant_id: str | None = None, thread_id: str | None = None
 ) -> ExportReport:
-    """Write the events in scope to ``out`` as JSON Lines, in log order."""
+    """Write the events in scope to ``out`` as JSON Lines, in log order, then the trailer."""
     subject = log.subjects.matching(tenant_id, thread_id)
-    events = 0
+    verifier = ChainVerifier()
+    heads: dict[str, str] = {}
     not_exported: list[int] = []
     async with contextlib.aclosing(log.read(subject=subject)) as records:
         async for record in records:
@@ -88,60 +131,248 @@ async def export_events(
                 event=msgspec.Raw(record.data),
             )
             out.write(_ENCODER.encode(line) + b"\n")
-            events += 1
-    return ExportReport(events=events, not_exported=tuple(not_exported))
+            verifier.check(record)
+            heads[record.subject] = event_digest(record.data)
+    checked = verifier.report()
+    trailer = ExportTrailer(
+        root=checked.root, events=checked.events, threads=checked.threads, heads=heads
+    )
+    out.write(_ENCODER.encode(trailer) + b"\n")
+    return ExportReport(
+        events=checked.events,
+        threads=checked.threads,
+        root=checked.root,
+        not_exported=tuple(not_exported),
+    )
+
+
+# --- checking the file ----------------------------------------------------------------------
 
 
 @dataclass(slots=True)
-class _Thread:
-    """What the target holds on one thread subject: its last record, and every event id."""
+class _Line:
+    """One event line, checked: where it is, what it links to, and its bytes."""
+
+    number: int
+    subject: str
+    """The thread's subject in the target."""
+    event_id: str
+    thread_id: str
+    prev_hash: str | None
+    digest: str
+    payload: bytes
+
+
+@dataclass(slots=True)
+class _Export:
+    """A whole export file, checked line by line; its trailer is checked by :meth:`seal`."""
+
+    log: EventLog
+    lines: list[_Line] = field(default_factory=list)
+    chains: dict[str, _Line] = field(default_factory=dict)
+    """Each target subject's last line so far."""
+    heads: dict[str, _Line] = field(default_factory=dict)
+    """Each source subject's last line so far."""
+    event_ids: dict[str, int] = field(default_factory=dict)
+    verifier: ChainVerifier = field(default_factory=ChainVerifier)
+    trailer: ExportTrailer | None = None
+    trailer_line: int = 0
+
+    def add(self, number: int, text: bytes) -> None:
+        """Check one line of the file, an event or the trailer."""
+        if self.trailer is not None:
+            raise ImportRejectedError(
+                f"an export ends at its trailer, on line {self.trailer_line}", line=number
+            )
+        try:
+            exported = _LINE.decode(text)
+        except msgspec.DecodeError as err:
+            self._add_trailer(number, text, err)
+            return
+        payload = bytes(exported.event)
+        if len(payload) > self.log.payload_limit:
+            raise ImportRejectedError(
+                f"its event is {len(payload)} bytes, over the target's limit of "
+                f"{self.log.payload_limit}",
+                line=number,
+                advice="import it into a server with a larger max_payload",
+            )
+        try:
+            event = self.log.codec.decode(payload)
+        except MalformedEventError as err:
+            raise ImportRejectedError(f"its event cannot be read ({err})", line=number) from err
+        line = _Line(
+            number=number,
+            subject=self.log.subjects.thread(event.tenant_id, event.thread_id),
+            event_id=event.event_id,
+            thread_id=event.thread_id,
+            prev_hash=event.prev_hash,
+            digest=event_digest(payload),
+            payload=payload,
+        )
+        self._link(line)
+        self.lines.append(line)
+        self.heads[exported.subject] = line
+        self.verifier.check(
+            LogRecord(
+                sequence=exported.sequence,
+                time=exported.time,
+                subject=exported.subject,
+                data=payload,
+            )
+        )
+
+    def _add_trailer(self, number: int, text: bytes, not_event: msgspec.DecodeError) -> None:
+        try:
+            self.trailer = _TRAILER.decode(text)
+        except msgspec.DecodeError:
+            raise ImportRejectedError(
+                f"the line is not an exported convlog event ({not_event})", line=number
+            ) from not_event
+        self.trailer_line = number
+
+    def _link(self, line: _Line) -> None:
+        """Check that ``line`` continues its thread's chain in the file, and its id is new."""
+        first = self.event_ids.setdefault(line.event_id, line.number)
+        if first != line.number:
+            raise ImportRejectedError(
+                f"event {line.event_id} already came on line {first}", line=line.number
+            )
+        previous = self.chains.get(line.subject)
+        self.chains[line.subject] = line
+        if previous is not None and line.prev_hash != previous.digest:
+            raise ImportRejectedError(
+                f"event {line.event_id} does not continue the hash chain of thread "
+                f"{line.thread_id!r} from line {previous.number}: one of the two lines was "
+                "edited, or events between them were removed",
+                line=line.number,
+            )
+
+    def seal(self, *, allow_missing_root: bool) -> None:
+        """Check the trailer against the lines above it: every thread's head, then the root."""
+        trailer = self.trailer
+        if trailer is None:
+            if allow_missing_root:
+                return
+            raise ImportRejectedError(
+                "the file has no trailer with its root, so an edited last event or a cut-off "
+                "end would go unnoticed",
+                advice="export it again, or (for an export made before convlog wrote roots) "
+                "import it with --allow-missing-root",
+            )
+        for subject, line in self.heads.items():
+            if trailer.heads.get(subject) != line.digest:
+                raise ImportRejectedError(
+                    f"event {line.event_id}, the last of thread {line.thread_id!r}, is not the "
+                    "one the export's trailer names: it was edited, or events after it removed",
+                    line=line.number,
+                )
+        missing = trailer.heads.keys() - self.heads.keys()
+        if missing or self.verifier.report().root != trailer.root:
+            what = f"the events of {min(missing)!r} are missing" if missing else "it was edited"
+            raise ImportRejectedError(
+                f"the export's root does not match its events: {what}", line=self.trailer_line
+            )
+
+
+def _checked(log: EventLog, lines: Iterable[bytes], *, allow_missing_root: bool) -> _Export:
+    export = _Export(log)
+    for number, text in enumerate(lines, start=1):
+        if text.strip():
+            export.add(number, text)
+    export.seal(allow_missing_root=allow_missing_root)
+    return export
+
+
+# --- checking the target --------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Held:
+    """What the target holds on one thread subject: its last record, and every digest."""
 
     sequence: int = 0
-    digest: str | None = None
-    event_ids: set[str] = field(default_factory=set)
+    head: str | None = None
+    digests: set[str] = field(default_factory=set)
 
 
-async def _target_thread(log: EventLog, subject: str) -> _Thread:
-    thread = _Thread()
+async def _held(log: EventLog, subject: str) -> _Held:
+    held = _Held()
     if await log.last_on_subject(subject) is None:
-        return thread
-    async for record in log.read(subject=subject):
-        with contextlib.suppress(msgspec.DecodeError):
-            thread.event_ids.add(_ENVELOPE.decode(record.data).event_id)
-        thread.sequence, thread.digest = record.sequence, event_digest(record.data)
-    return thread
+        return held
+    async with contextlib.aclosing(log.read(subject=subject)) as records:
+        async for record in records:
+            held.sequence, held.head = record.sequence, event_digest(record.data)
+            held.digests.add(held.head)
+    return held
 
 
-async def import_events(log: EventLog, lines: Iterable[bytes]) -> ImportReport:
-    """Append the exported events in ``lines`` to ``log``; skip those it already holds."""
-    threads: dict[str, _Thread] = {}
-    appended = present = 0
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            payload = bytes(_LINE.decode(line).event)
-            event = log.codec.decode(payload)
-        except (msgspec.DecodeError, MalformedEventError) as err:
-            raise ValidationError(f"line {number} is not an exported convlog event: {err}") from err
-        subject = log.subjects.thread(event.tenant_id, event.thread_id)
-        if subject not in threads:
-            threads[subject] = await _target_thread(log, subject)
-        target = threads[subject]
-        if event.event_id in target.event_ids:
-            present += 1
-            continue
-        if event.prev_hash != target.digest:
-            raise ValidationError(
-                f"line {number}: event {event.event_id} does not continue the hash chain of "
-                f"thread {event.thread_id!r} in stream {log.stream.name!r}; the stream holds "
-                f"another history of this thread, or the export has a gap. {appended} events "
-                "were appended before this one, and none after it."
-            )
-        target.sequence = await log.append(
-            event, expected_last_subject_sequence=target.sequence, payload=payload
+def _missing(log: EventLog, lines: Sequence[_Line], held: _Held) -> list[_Line]:
+    """The lines of one thread the target lacks: they must continue what it holds."""
+    missing = [line for line in lines if line.digest not in held.digests]
+    if missing and missing[0].prev_hash != held.head:
+        first = missing[0]
+        raise ImportRejectedError(
+            f"event {first.event_id} does not continue the hash chain of thread "
+            f"{first.thread_id!r} in stream {log.stream.name!r}: the stream holds another "
+            f"history of this thread (up to sequence {held.sequence}), or the export starts "
+            "after the thread's first events",
+            line=first.number,
+            advice="import it into another stream",
         )
-        target.digest = event_digest(payload)
-        target.event_ids.add(event.event_id)
-        appended += 1
-    return ImportReport(appended=appended, already_present=present, threads=len(threads))
+    return missing
+
+
+# --- appending ------------------------------------------------------------------------------
+
+
+async def _append(log: EventLog, lines: Sequence[_Line], held: dict[str, _Held]) -> None:
+    """Append ``lines`` in order, atomically if the stream takes batches, else one by one."""
+    events: list[Event] = [log.codec.decode(line.payload) for line in lines]
+    if not log.supports_atomic:
+        for event, line in zip(events, lines, strict=True):
+            target = held[line.subject]
+            target.sequence = await log.append(
+                event, expected_last_subject_sequence=target.sequence, payload=line.payload
+            )
+        return
+    sequences = await log.append_batch(
+        events,
+        expected=[held[line.subject].sequence for line in lines],
+        payloads=[line.payload for line in lines],
+    )
+    for line, sequence in zip(lines, sequences, strict=True):
+        held[line.subject].sequence = sequence
+
+
+async def import_events(
+    log: EventLog,
+    lines: Iterable[bytes],
+    *,
+    allow_missing_root: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
+    batch_size: int = _BATCH,
+) -> ImportReport:
+    """Check the whole export in ``lines``, then append what ``log`` lacks of it.
+
+    :class:`~eventlog.ImportRejectedError` before any append if any line fails.
+    ``on_progress(appended, to_append)`` is called before the first batch and after each.
+    """
+    export = _checked(log, lines, allow_missing_root=allow_missing_root)
+    threads: dict[str, list[_Line]] = {}
+    for line in export.lines:
+        threads.setdefault(line.subject, []).append(line)
+    held = {subject: await _held(log, subject) for subject in threads}
+    missing: set[int] = set()
+    for subject, of_thread in threads.items():
+        missing.update(line.number for line in _missing(log, of_thread, held[subject]))
+    todo = [line for line in export.lines if line.number in missing]
+    for start in range(0, len(todo), batch_size):
+        if on_progress is not None:
+            on_progress(start, len(todo))
+        await _append(log, todo[start : start + batch_size], held)
+    if on_progress is not None:
+        on_progress(len(todo), len(todo))
+    return ImportReport(
+        appended=len(todo), already_present=len(export.lines) - len(todo), threads=len(threads)
+    )

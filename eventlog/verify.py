@@ -7,6 +7,9 @@ chain cannot vouch for its own last record, so the report also gives a ``root``:
 over every thread's last record. Keep it outside NATS; verifying again ``until`` the same
 sequence must give the same root, and any change anywhere, a thread's last event included,
 gives another.
+
+Records the stream cannot return are reported too (``missing``), a truncated tail among
+them: the stream's recorded last sequence above the last record it could read.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from eventlog.errors import Gap
 from eventlog.events import event_digest
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from eventlog.log import EventLog, LogRecord
 
@@ -55,21 +59,42 @@ class VerifyReport(msgspec.Struct, frozen=True, kw_only=True):
     root: str
     """One digest over every thread's last record (subject, sequence, digest), sorted."""
     breaks: tuple[ChainBreak, ...] = ()
+    missing: tuple[Gap, ...] = ()
+    """Records in scope the stream cannot return: lost before its first sequence, deleted,
+    damaged, or a truncated tail."""
+    stream_last_sequence: int = 0
+    """The last sequence the stream records, readable or not."""
 
     @property
     def ok(self) -> bool:
-        """True when no link is broken."""
-        return not self.breaks
+        """True when no link is broken and no record is missing."""
+        return not self.breaks and not self.missing
 
     def summary(self) -> str:
-        """One line: "ok" with the counts, or the first broken link."""
+        """One line: "ok" with the counts, or the first broken link and the missing records."""
         counts = (
             f"{self.events} events in {self.threads} threads, up to sequence {self.last_sequence}"
         )
         if self.ok:
             return f"ok: {counts}, every hash chain intact (root {self.root})"
+        missing = _named(self.missing)
+        if not self.breaks:
+            return f"incomplete: {counts}; {missing}"
         first = self.breaks[0]
-        return f"broken: {len(self.breaks)} broken link(s) in {counts}; first at {first}"
+        found = f"broken: {len(self.breaks)} broken link(s) in {counts}; first at {first}"
+        return f"{found}; {missing}" if missing else found
+
+
+_GAPS_NAMED = 5
+
+
+def _named(missing: tuple[Gap, ...]) -> str:
+    """The first few missing spans, and how many more; "" when none are."""
+    if not missing:
+        return ""
+    more = len(missing) - _GAPS_NAMED
+    named = ", ".join(map(str, missing[:_GAPS_NAMED]))
+    return f"missing records {named}" + (f" and {more} more span(s)" if more > 0 else "")
 
 
 class _Link(msgspec.Struct):
@@ -123,7 +148,7 @@ class ChainVerifier:
         self._breaks.append(broken)
         return broken
 
-    def report(self) -> VerifyReport:
+    def report(self, *, missing: Sequence[Gap] = (), stream_last_sequence: int = 0) -> VerifyReport:
         """The counts, the root over the threads' last records, and every break seen."""
         hasher = hashlib.sha256()
         for subject in sorted(self._heads):
@@ -135,6 +160,8 @@ class ChainVerifier:
             last_sequence=self._last_sequence,
             root=hasher.hexdigest(),
             breaks=tuple(self._breaks),
+            missing=tuple(missing),
+            stream_last_sequence=stream_last_sequence,
         )
 
 
@@ -155,13 +182,29 @@ async def verify_chains(
     >>> print(report.summary())  # doctest: +SKIP
     ok: 1204 events in 40 threads up to sequence 1310, every hash chain intact (root 9c1e…)
     """
+    recorded = await log.last_sequence()  # before reading: later appends are not a tail
     verifier = ChainVerifier()
+    whole = tenant_id is None and thread_id is None
+    passed_over: list[tuple[int, int]] = []
+    last = 0
     subject = log.subjects.matching(tenant_id, thread_id)
     async with contextlib.aclosing(log.read(subject=subject)) as records:
         async for record in records:
             if until is not None and record.sequence > until:
                 break
+            if whole and record.sequence > last + 1:
+                passed_over.append((last + 1, record.sequence - 1))
+            last = record.sequence
             verifier.check(record)
             if on_record is not None:
                 on_record(record)
-    return verifier.report()
+    end = recorded if until is None else min(until, recorded)
+    if not whole:  # others' records lie between a scope's: only the stream can say
+        missing = await log.gaps(through=until)
+    else:
+        missing = [gap for first, last_ in passed_over for gap in await log.missing(first, last_)]
+        if last < end:
+            missing.append(Gap(last + 1, end, f"a truncated tail: the stream records up to {end}"))
+        if until is None:
+            missing += await log.gaps(after=max(last, end))  # lost past the recorded end
+    return verifier.report(missing=missing, stream_last_sequence=recorded)

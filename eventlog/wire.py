@@ -9,9 +9,11 @@ Each struct mirrors its model field for field, in the same order, so its JSON is
 seed's wire format as :meth:`pydantic.BaseModel.model_dump_json` writes it (byte for byte,
 but for floats of 1e16 and over: ``1e16`` where pydantic writes ``1e+16``); and it accepts
 only what the model accepts, in the canonical form the model writes (timestamps as
-``...T12:00:00.123456Z``). Anything else is not decided here: the codec hands such an
-event to the pydantic models, as before, and re-reads what they make of it (see
-:meth:`eventlog.EventCodec.decode_data`). ``tests/test_wire.py`` holds the two together.
+``...T12:00:00.123456Z``), but for one thing of the stored form: a text part without its
+text, which holds the message's content (see :class:`eventlog.EventCodec`). Anything else
+is not decided here: the codec hands such an event to the pydantic models, as before, and
+re-reads what they make of it (see :meth:`eventlog.EventCodec.decode_data`).
+``tests/test_wire.py`` holds the two together.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import re
 import sys
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar, cast
 
 import msgspec
 import pydantic
@@ -85,7 +87,9 @@ class _Part(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", gc=Fals
 
 
 class _TextPart(_Part, frozen=True, kw_only=True, tag="text"):
-    text: str
+    text: str | msgspec.UnsetType = msgspec.UNSET
+    """Unset only as stored: the codec elides a text that repeats the content, and
+    :class:`MessageData` puts the content back as it decodes."""
 
 
 class _ReasoningPart(_Part, frozen=True, kw_only=True, tag="reasoning"):
@@ -203,7 +207,8 @@ def _maybe(make: Callable[[str], _T], value: str | None) -> _T | None:
 def _part_model(part: _MessagePart) -> MessagePart:
     """A text part made from its text, which it shares; any other part validated."""
     if type(part) is _TextPart:
-        return TextPart.model_construct(_TEXT_FIELDS, text=part.text)
+        text = cast("str", part.text)  # never unset once decoded: see MessageData._restore_text
+        return TextPart.model_construct(_TEXT_FIELDS, text=text)
     return _PART.validate_json(_ENCODER.encode(part))
 
 
@@ -267,7 +272,14 @@ class MessageData(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         duration = self.metadata.duration_ms
         if duration is not None and duration > _U64_MAX:
             raise ValueError("metadata.duration_ms is over 2**64 - 1")
+        self._restore_text()
         self._share()
+
+    def _restore_text(self) -> None:
+        """Give each text part stored without its text the content it repeated."""
+        for part in self.parts:
+            if type(part) is _TextPart and part.text is msgspec.UNSET:
+                msgspec.structs.force_setattr(part, "text", self.content)
 
     def _share(self) -> None:
         """Hold equal values as one object, as a million messages repeat them.

@@ -8,7 +8,8 @@ the views for a fast cold start; ``export`` and ``import`` move events as JSON L
 
 A dead letter is a record the projection skips: bytes that are not an event, an unknown
 type, a schema newer than this code, an event for a thread that does not exist. It is
-reported, never fatal: ``verify`` fails (exit 1) only on a broken hash chain.
+reported, never fatal: ``verify`` fails (exit 1) only on a broken hash chain, or on records
+the stream cannot return (lost before its first sequence, damaged, a truncated tail).
 
 Without ``--nats-url`` they run an embedded server on the log kept in ``--data-dir``
 (default: the user's data directory, as ``convlog serve`` keeps it).
@@ -21,11 +22,11 @@ import contextlib
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import IO, TYPE_CHECKING, Protocol, TypeVar
 
 import msgspec
 
-from eventlog import export_events, import_events, verify_chains
+from eventlog import ImportRejectedError, export_events, import_events, verify_chains
 from projections._render import (
     Colours,
     entries_json,
@@ -56,6 +57,8 @@ if TYPE_CHECKING:
 __all__ = ["add_audit_commands"]
 
 _DIGEST_SHOWN = 16
+_DEAD_LETTERS_SHOWN = 20
+"""Dead letters listed one a line; the rest are counted, so a damaged log stays readable."""
 
 
 class _Closing(Protocol):
@@ -70,7 +73,7 @@ async def _opened(
     target: Target, opener: Callable[[Target, str], Awaitable[_C]]
 ) -> AsyncIterator[_C]:
     """What ``opener`` opens on the target's server (embedded if need be), closed after."""
-    async with nats_server(target.nats_url, kept_data_dir(target)) as url:
+    async with nats_server(target, kept_data_dir(target)) as url:
         opened = await opener(target, url)
         try:
             yield opened
@@ -102,8 +105,10 @@ def _dead_letter_lines(skipped: Sequence[SkippedEvent]) -> Iterable[str]:
         if skipped
         else ("dead letters: none")
     )
-    for record in skipped:
+    for record in skipped[:_DEAD_LETTERS_SHOWN]:
         yield f"  #{record.sequence} on {record.subject}: {record.reason}"
+    if len(skipped) > _DEAD_LETTERS_SHOWN:
+        yield f"  … and {len(skipped) - _DEAD_LETTERS_SHOWN} more"
 
 
 # --- history, replay, show ------------------------------------------------------------------
@@ -174,7 +179,7 @@ async def show(target: Target, args: argparse.Namespace) -> int:
 
 
 async def verify(target: Target, args: argparse.Namespace) -> int:
-    """Recompute every hash chain in scope and list its dead letters; exit 1 at a broken link.
+    """Recompute every hash chain in scope and list its dead letters; exit 1 unless ``ok``.
 
     The records are folded as they are checked, in the same pass, so the dead letters are
     the ones a projection of that scope skips.
@@ -289,20 +294,39 @@ async def export(target: Target, args: argparse.Namespace) -> int:
             report = await export_events(log, out, tenant_id=args.tenant, thread_id=args.thread)
     skipped = f"; {len(report.not_exported)} records that are not events were left out"
     print(
-        f"exported {report.events} events from stream {target.stream}"
+        f"exported {report.events} events from stream {target.stream}, root {report.root}"
         + (skipped if report.not_exported else ""),
         file=sys.stderr,
     )
     return EXIT_OK
 
 
+def _export_file(path: Path | None) -> contextlib.AbstractContextManager[IO[bytes]]:
+    """The export to import, standard input without a path; a sentence if it cannot be read."""
+    if path is None:
+        return contextlib.nullcontext(sys.stdin.buffer)
+    try:
+        return path.open("rb")
+    except OSError as err:
+        raise ImportRejectedError(
+            f"cannot read {str(path)!r} ({err.strerror})", advice="check the path"
+        ) from err
+
+
 async def import_(target: Target, args: argparse.Namespace) -> int:
-    """Append the events of a JSON Lines export; events the stream holds are skipped."""
-    async with _log(target) as log:
-        with (
-            contextlib.nullcontext(sys.stdin.buffer) if args.file is None else args.file.open("rb")
-        ) as lines:
-            report = await import_events(log, lines)
+    """Check a whole JSON Lines export, then append what the stream lacks of it."""
+    progress = Progress(0, label="import", out=sys.stderr)
+
+    def drawn(done: int, total: int) -> None:
+        progress.total = total
+        progress.update(done)
+
+    with _export_file(args.file) as lines:
+        async with _log(target) as log:
+            report = await import_events(
+                log, lines, allow_missing_root=args.allow_missing_root, on_progress=drawn
+            )
+    progress.finish()
     print(
         f"imported {report.appended} events into stream {target.stream} across "
         f"{report.threads} threads ({report.already_present} were there already)"
@@ -328,11 +352,9 @@ def add_audit_commands(
     commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
     """Add history, replay, show, verify, stats, rebuild, snapshot, export and import."""
-    data_dir_help = "embedded server's store (default: the user data dir; ignored with --nats-url)"
 
     def add(name: str, run: object, help_text: str) -> argparse.ArgumentParser:
         parser = commands.add_parser(name, parents=[common], help=help_text)
-        parser.add_argument("--data-dir", type=Path, help=data_dir_help)
         parser.set_defaults(run=run)
         return parser
 
@@ -368,7 +390,7 @@ def add_audit_commands(
         "verify",
         verify,
         "check every thread's hash chain and list dead letters (records that are not valid "
-        "events); exit 1 only if a chain is broken",
+        "events); exit 1 if a chain is broken or records cannot be read",
     )
     parser.add_argument("--tenant", help="only this tenant's threads")
     parser.add_argument("--thread", help="only this thread")
@@ -396,3 +418,9 @@ def add_audit_commands(
 
     parser = add("import", import_, "append the events of an export to this stream")
     parser.add_argument("file", nargs="?", type=Path, help="an export (default: standard input)")
+    parser.add_argument(
+        "--allow-missing-root",
+        action="store_true",
+        help="take an export without a root trailer (made before convlog wrote one); its "
+        "threads' last events and a cut-off end then go unchecked",
+    )

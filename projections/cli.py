@@ -3,11 +3,12 @@
 ``convlog demo`` writes a short agent conversation, prints it as the views answer it and as
 the log stores it, then checks that a fresh store rebuilds the same views from the stream.
 ``convlog serve`` keeps a projection of the stream running and reports how far it got.
-Both use the server at ``--nats-url`` (default ``$NATS_URL``), or start an embedded one.
+Every command uses the server at ``--nats-url`` (default ``$NATS_URL``), or the embedded
+one on ``--data-dir``: the one already running there, or one it starts and stops.
 
 Exit codes: 0 done (``serve`` also after SIGINT or SIGTERM), 1 a convlog error, reported
 as one line on stderr, 2 the embedded server could not start (or a usage error, as argparse
-reports it), 130 interrupted by Ctrl-C outside ``serve``'s signal handling.
+reports it), 130 and 143 ended by SIGINT and SIGTERM (after stopping what it started).
 """
 
 from __future__ import annotations
@@ -59,8 +60,10 @@ from eventlog import (
     UserId,
     event_context,
 )
+from eventlog.server import DEFAULT_MAX_PAYLOAD
 from projections._render import Colours, message_lines, preview
 from projections.commands import utc_now
+from projections.rebuild import RebuildMismatchError
 from projections.store import JetStreamMessageStore
 
 if TYPE_CHECKING:
@@ -77,6 +80,8 @@ _DIGEST_SHOWN: Final = 12
 
 _T = TypeVar("_T")
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Target:
@@ -87,19 +92,65 @@ class Target:
     stream: str
     subject_prefix: str
     connect_timeout: float
+    max_payload: int = DEFAULT_MAX_PAYLOAD
+
+
+LINGER: Final = 10.0
+"""Seconds a command that started the embedded server waits, at exit, for other commands'
+clients on it to finish."""
 
 
 @contextlib.asynccontextmanager
-async def nats_server(url: str | None, data_dir: Path | None) -> AsyncIterator[str]:
-    """Yield ``url`` if given, else the URL of an embedded server kept in ``data_dir``.
+async def nats_server(target: Target, data_dir: Path | None) -> AsyncIterator[str]:
+    """Yield the target's URL if it has one, else the URL of the server kept in ``data_dir``.
 
-    Without ``data_dir`` the server's store is a temporary directory, removed afterwards.
+    That is the data dir's running server if another command started one (never a second
+    server on the same store), else one started here, kept running while the block runs
+    and stopped after it. Without ``data_dir`` the store is a temporary directory.
     """
-    if url:
-        yield url
+    if target.nats_url:
+        yield target.nats_url
         return
-    async with EmbeddedNats(data_dir=data_dir) as embedded_url:
-        yield embedded_url
+    embedded = EmbeddedNats(data_dir=data_dir, max_payload=target.max_payload, linger=LINGER)
+    async with embedded as url, supervised(embedded):
+        if not embedded.owner:
+            logger.info("attached to the nats-server (pid %s) on %s", embedded.pid, data_dir)
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def supervised(embedded: EmbeddedNats) -> AsyncIterator[None]:
+    """Keep the embedded server running while the block runs; fail the block if it cannot.
+
+    If the server keeps dying, the block is cancelled and the supervisor's
+    :class:`EmbeddedServerError` raised in its place.
+    """
+    block = asyncio.current_task()
+    if block is None:  # pragma: no cover - always inside a task under asyncio.run
+        raise RuntimeError("supervised() needs a running task")
+
+    async def supervise() -> None:
+        try:
+            await embedded.keep_running(lambda said: print(f"convlog: {said}", file=sys.stderr))
+        except EmbeddedServerError:
+            block.cancel()
+            raise
+
+    supervisor = asyncio.create_task(supervise())
+    try:
+        yield
+    except asyncio.CancelledError:
+        failure = (
+            supervisor.exception() if supervisor.done() and not supervisor.cancelled() else None
+        )
+        if failure is None:
+            raise
+        block.uncancel()
+        raise failure from None
+    finally:
+        supervisor.cancel()
+        with contextlib.suppress(asyncio.CancelledError, EmbeddedServerError):
+            await supervisor
 
 
 async def connect(target: Target, url: str) -> JetStreamMessageStore:
@@ -219,7 +270,7 @@ async def write_demo(store: JetStreamMessageStore) -> Thread:
 async def demo(target: Target) -> int:
     """Write a conversation, print views and events, and check a rebuilt view matches."""
     async with (
-        nats_server(target.nats_url, target.data_dir) as url,
+        nats_server(target, target.data_dir) as url,
         await connect(target, url) as store,
     ):
         thread = await write_demo(store)
@@ -230,19 +281,40 @@ async def demo(target: Target) -> int:
         print()
         await print_events(store, thread)
         print()
-        async with await connect(target, url) as rebuilt:
-            end = await store.log.last_sequence()
-            await store.wait_for(end)
-            await rebuilt.wait_for(end)
-            live, fresh = store.views.digest(), rebuilt.views.digest()
-    if live != fresh:
-        print(
-            f"rebuilt view matches: NO (live digest {live[:_DIGEST_SHOWN]}…, "
-            f"rebuilt {fresh[:_DIGEST_SHOWN]}…)"
-        )
-        return EXIT_ERROR
-    print(f"rebuilt view matches: yes (digest {live[:_DIGEST_SHOWN]}…)")
+        try:
+            rebuilt = await store.rebuild(verify=True)  # at the sequence the views have folded
+        except RebuildMismatchError as err:
+            print(
+                f"rebuilt view matches: NO (live digest {err.live[:_DIGEST_SHOWN]}…, "
+                f"rebuilt {err.rebuilt[:_DIGEST_SHOWN]}…)"
+            )
+            return EXIT_ERROR
+    print(
+        f"rebuilt view matches: yes (digest {rebuilt.digest[:_DIGEST_SHOWN]}… at sequence "
+        f"{rebuilt.sequence})"
+    )
+    print()
+    print(where_the_demo_log_is(target, thread.id))
     return EXIT_OK
+
+
+def where_the_demo_log_is(target: Target, thread_id: str) -> str:
+    """Where the demo's log lives now, and a follow-up command that reads it there."""
+    follow_up = f"convlog replay --thread {thread_id}"
+    if target.nats_url:
+        return (
+            f"the log is stream {target.stream} at {target.nats_url}; see it again with "
+            f"`{follow_up} --nats-url {target.nats_url}`"
+        )
+    if target.data_dir:
+        return (
+            f"the log is kept in {target.data_dir}; see it again with "
+            f"`{follow_up} --data-dir {target.data_dir}`"
+        )
+    return (
+        "the log lived in a temporary directory, removed now; to keep it, run "
+        "`convlog demo --data-dir DIR`, then e.g. `convlog replay --thread ID --data-dir DIR`"
+    )
 
 
 # --- convlog serve --------------------------------------------------------------------------
@@ -271,7 +343,7 @@ async def serve(target: Target, interval: float) -> int:
     for signum in signals:
         loop.add_signal_handler(signum, stop.set)
     try:
-        async with nats_server(target.nats_url, kept_data_dir(target)) as url:
+        async with nats_server(target, kept_data_dir(target)) as url:
             store = await until_stopped(stop, connect(target, url))
             if store is None:
                 return EXIT_OK
@@ -322,7 +394,7 @@ async def tail(target: Target, args: argparse.Namespace) -> int:
         start = args.since
     elif args.start is not None:
         start = args.start - 1
-    async with nats_server(target.nats_url, kept_data_dir(target)) as url:
+    async with nats_server(target, kept_data_dir(target)) as url:
         log = await open_log(target, url)
         try:
             subscription = log.subscribe(
@@ -370,11 +442,6 @@ def add_tail_command(
     parser.add_argument(
         "--no-follow", dest="follow", action="store_false", help="stop once caught up"
     )
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        help="embedded server's store (default: the user data dir; ignored with --nats-url)",
-    )
     parser.set_defaults(run=tail)
 
 
@@ -390,6 +457,13 @@ def positive_seconds(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
     return value
+
+
+def positive_bytes(text: str) -> int:
+    """An argparse type: a whole number of bytes greater than zero."""
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number of bytes")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -411,6 +485,20 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "-v", "--verbose", action="store_true", help="also log warnings, e.g. reconnects"
     )
+    common.add_argument(
+        "--data-dir",
+        type=Path,
+        help="the embedded server's store, shared safely by every command that names it "
+        "(default: the user data dir; for demo a temporary one; ignored with --nats-url)",
+    )
+    common.add_argument(
+        "--max-payload",
+        type=positive_bytes,
+        default=DEFAULT_MAX_PAYLOAD,
+        metavar="BYTES",
+        help="the largest message an embedded server started here takes "
+        "(default: %(default)s; ignored with --nats-url or when attaching)",
+    )
 
     parser = argparse.ArgumentParser(
         prog="convlog", description="An event-sourced conversation log on NATS JetStream."
@@ -421,19 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="write an agent conversation, show views and events, check a rebuild",
     )
-    demo_parser.add_argument(
-        "--data-dir",
-        type=Path,
-        help="embedded server's store (default: a temporary dir; ignored with --nats-url)",
-    )
     demo_parser.set_defaults(run=lambda target, _: demo(target))
     serve_parser = commands.add_parser(
         "serve", parents=[common], help="run a projection of the stream until interrupted"
-    )
-    serve_parser.add_argument(
-        "--data-dir",
-        type=Path,
-        help="embedded server's store (default: the user data dir; ignored with --nats-url)",
     )
     serve_parser.add_argument(
         "--interval",
@@ -480,11 +558,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=args.stream,
         subject_prefix=args.subject_prefix,
         connect_timeout=args.connect_timeout,
+        max_payload=args.max_payload,
     )
     command: Coroutine[object, object, int] = args.run(target, args)
     try:
         with logging_to_stderr(verbose=args.verbose):
-            return asyncio.run(command)
+            return asyncio.run(until_signalled(command))
+    except BrokenPipeError:
+        # The reader went away (`convlog tail | head`): stop quietly, as `cat` would.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_ERROR
     except EmbeddedServerError as err:
         print(f"convlog: {one_line(err)}", file=sys.stderr)
         return EXIT_NO_SERVER
@@ -493,6 +577,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+
+
+_CANCEL_AGAIN: Final = 5.0
+"""Seconds after which a signalled command still running is cancelled once more."""
+
+
+async def until_signalled(command: Coroutine[object, object, int]) -> int:
+    """Run ``command``; on SIGINT or SIGTERM cancel it, and return ``128 + signal``.
+
+    Cancelling runs every ``finally`` on the way out, so the embedded server is stopped and
+    its data dir freed; SIGTERM's default action would end Python at once instead. On
+    Python 3.11 ``asyncio.wait_for`` can swallow a cancellation that lands just as its
+    timeout fires (fixed in 3.12), so a command still running is cancelled again every
+    few seconds. A command that handles the signals itself (``serve``) replaces these
+    handlers while it runs.
+    """
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    received: list[signal.Signals] = []
+
+    def cancel_until_done() -> None:
+        if task is not None and not task.done():
+            task.cancel()
+            loop.call_later(_CANCEL_AGAIN, cancel_until_done)
+
+    def on_signal(signum: signal.Signals) -> None:
+        received.append(signum)
+        cancel_until_done()
+
+    handled = (signal.SIGINT, signal.SIGTERM)
+    for signum in handled:
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        return await command
+    except asyncio.CancelledError:
+        if received:
+            return 128 + received[0]
+        raise
+    finally:
+        for signum in handled:
+            loop.remove_signal_handler(signum)
 
 
 def one_line(err: BaseException) -> str:

@@ -58,8 +58,8 @@ class ViewQueries:
         self, tenant_id: str, user_id: str, limit: int, offset: int
     ) -> list[Thread]:
         """A user's live threads, newest first (log order breaks ties)."""
-        if limit < 0 or offset < 0:
-            raise ValidationError(f"limit and offset must be >= 0, not {limit} and {offset}")
+        _check_count("limit", limit)
+        _check_count("offset", offset)
         return self.views.list_threads(tenant_id, user_id, limit, offset)
 
     async def get_message(self, message_id: str) -> Message | None:
@@ -77,3 +77,11 @@ class ViewQueries:
     async def count_messages(self, thread_id: str) -> int:
         """How many live messages a thread has."""
         return self.views.count_messages(thread_id)
+
+
+def _check_count(name: str, value: object) -> None:
+    """A page bound is a plain int (not a bool, a float or a str) and never negative."""
+    if type(value) is not int or value < 0:
+        raise ValidationError(
+            f"{name} must be an integer ≥ 0, not {value!r}; pass a whole number such as 10."
+        )

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from eventlog import ConvlogError
+from eventlog import ConvlogError, Gap, MissingRecordsError, UnavailableError
 from projections._gc import paused_gc
 from projections.views import Projection
 
@@ -73,7 +73,8 @@ async def replay(
     record after it is folded, with its event (None if it was skipped). The records are
     folded in :meth:`EventLog.follow`'s callback, as they arrive: no queue between the
     client and the fold. The garbage collector is paused meanwhile (see
-    :mod:`projections._gc`).
+    :mod:`projections._gc`). Over the whole stream, a record that does not follow on from
+    the last raises :class:`MissingRecordsError` naming the records the stream cannot return.
     """
     count = 0
     finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -83,6 +84,8 @@ async def replay(
         if finished.done():
             return  # the client may deliver a few more before the follower stops
         try:
+            if subject is None:
+                await _follows_on(log, projection.sequence, record.sequence)
             if stop is not None and stop(record):
                 finished.set_result(None)
                 return
@@ -102,17 +105,33 @@ async def replay(
         follower = await log.follow(fold, start_sequence=projection.sequence + 1, subject=subject)
         try:
             if not await follower.has_nothing():
-                await finished
+                await follower.until_done(finished, lambda: projection.sequence)
         finally:
             await follower.stop()
     return count
 
 
+async def _follows_on(log: EventLog, folded: int, sequence: int) -> None:
+    """Raise, naming them, if records between ``folded`` and ``sequence`` were passed over."""
+    if sequence <= folded + 1:
+        return
+    first, last = folded + 1, sequence - 1
+    if gaps := await log.missing(first, last):
+        raise MissingRecordsError(log.stream.name, gaps)
+    raise UnavailableError(
+        log.url, f"records {first} to {last} did not arrive, though the server has them; run again"
+    )
+
+
 async def rebuild(
     log: EventLog, *, until: int | None = None, progress: Progress | None = None
 ) -> Rebuilt:
-    """Replay the whole stream, up to ``until`` (default: its end now), into fresh views."""
-    end = await log.last_sequence() if until is None else until
+    """Replay the whole stream, up to ``until`` (default: its end now), into fresh views.
+
+    Raises :class:`MissingRecordsError` if the stream cannot return a record up to there.
+    """
+    end = await log.last_sequence()
+    end = end if until is None else min(until, end)
     if progress is not None:
         progress.total = end
     projection = Projection(log.codec, log.subjects)
@@ -121,6 +140,10 @@ async def rebuild(
         log, projection, stop=lambda record: record.sequence > end, progress=progress
     )
     seconds = time.perf_counter() - start
+    if projection.sequence < end:  # a tail the stream records but did not deliver
+        gaps = await log.gaps(after=projection.sequence, through=end)
+        tail = Gap(projection.sequence + 1, end, "recorded by the stream, not delivered")
+        raise MissingRecordsError(log.stream.name, gaps or [tail])
     if progress is not None:
         progress.finish()
     return Rebuilt(

@@ -15,7 +15,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from eventlog import ConvlogError, LogRecord, ProjectionError
+from eventlog import ConvlogError, Gap, LogRecord, MissingRecordsError, ProjectionError
 
 if TYPE_CHECKING:
     from eventlog import EventLog, Follower
@@ -48,12 +48,20 @@ class ProjectionWorker:
         self._tiebreak = itertools.count()
         self._follower: Follower | None = None
         self._refollowing: asyncio.Task[None] | None = None
+        self._refollowed_from: int | None = None
+        """Where the projection last followed again after a jump."""
         self.failure: ProjectionError | None = None
         self.last_progress = time.monotonic()
         """When the views last moved forward (monotonic seconds)."""
 
     async def start(self) -> None:
-        """Start following the stream after the last sequence already folded."""
+        """Start following the stream after the last sequence already folded.
+
+        Following the whole stream, it first asks which records after that the stream
+        reports it lacks: a fold that needs them raises :class:`MissingRecordsError` at once.
+        """
+        if self._subject is None and (gaps := await self._log.gaps(after=self.projection.sequence)):
+            raise MissingRecordsError(self._log.stream.name, gaps)
         self._follower = await self._follow()
         self._log.connection.when_reconnected(self._reconnected)
         self._log.connection.when_denied(self._denied)
@@ -100,8 +108,8 @@ class ProjectionWorker:
     async def _on_record(self, record: LogRecord) -> None:
         if self._subject is None and record.sequence > self.projection.sequence + 1:
             # The stream is ours alone and never deletes, so a jump means the client lost
-            # records (it drops on overflow): follow again from the first one missing.
-            self._refollow(record.sequence)
+            # records (it drops on overflow), or the server cannot return them.
+            self._jumped(record.sequence)
             return
         self._fold(record)
         if record.pending == 0:
@@ -112,16 +120,33 @@ class ProjectionWorker:
         self._idle.set()
         self._idle = asyncio.Event()
 
-    def _refollow(self, seen: int) -> None:
-        if self._refollowing is not None and not self._refollowing.done():
+    def _jumped(self, seen: int) -> None:
+        if self._refollowing is None or self._refollowing.done():
+            self._refollowing = asyncio.create_task(
+                self._recover(self.projection.sequence + 1, seen - 1)
+            )
+
+    async def _recover(self, first: int, last: int) -> None:
+        """Fail, naming them, if the stream cannot return ``first`` to ``last``; else follow again.
+
+        Following again from where the last one jumped as well means the server will not
+        deliver them either: that fails too, rather than loop.
+        """
+        try:
+            gaps = await self._log.missing(first, last)
+        except ConvlogError as err:  # the server is away: following again retries until back
+            logger.info("projection cannot ask which records are missing: %s", err)
+            await self._restart_follower()
             return
-        logger.warning(
-            "projection missed sequences %d to %d; following again from %d",
-            self.projection.sequence + 1,
-            seen - 1,
-            self.projection.sequence + 1,
-        )
-        self._refollowing = asyncio.create_task(self._restart_follower())
+        if not gaps and self._refollowed_from == first:
+            gaps = [Gap(first, last, "passed over by every consumer")]
+        if gaps:
+            self.failure = MissingRecordsError(self._log.stream.name, gaps)
+            self._release(self.failure)
+            return
+        logger.warning("projection missed sequences %d to %d; following again", first, last)
+        self._refollowed_from = first
+        await self._restart_follower()
 
     async def _restart_follower(self) -> None:
         """Follow again from the first record not folded, retrying while JetStream recovers."""

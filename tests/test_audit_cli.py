@@ -328,36 +328,108 @@ def test_verify_lists_dead_letters_and_fails_only_on_a_broken_chain(
     assert lines[2] == "dead letters: 4 record(s) the projection skips"
 
 
+def exported_file(
+    capsys: pytest.CaptureFixture[str], nats_url: str, settings: StreamSettings, folder: Path
+) -> Path:
+    """``convlog export --tenant acme -o FILE``; the file."""
+    export = folder / "acme.jsonl"
+    run(capsys, settings, "export", "--nats-url", nats_url, "--tenant", "acme", "-o", str(export))
+    return export
+
+
+def other_stream() -> StreamSettings:
+    """A stream name and subject prefix of its own, to import into."""
+    token = uuid7().hex[-12:]
+    return StreamSettings(name=f"X{token}", subject_prefix=f"x{token}")
+
+
 def test_export_then_import_into_another_stream(
     nats_url: str,
     stream_settings: StreamSettings,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
 ) -> None:
-    """`convlog export -o` and `convlog import` copy the events; a second import adds nothing."""
+    """`convlog export -o` and `convlog import` copy the events; a second import adds nothing.
+
+    The export's root, printed and in its trailer, is the one `convlog verify` prints.
+    """
     write(nats_url, stream_settings)
-    export = tmp_path / "acme.jsonl"
-    run(
-        capsys,
-        stream_settings,
-        "export",
-        "--nats-url",
-        nats_url,
-        "--tenant",
-        "acme",
-        "-o",
-        str(export),
-    )
-    assert len(export.read_bytes().splitlines()) == 5
-    token = uuid7().hex[-12:]
-    target = StreamSettings(name=f"X{token}", subject_prefix=f"x{token}")
-    out = run(capsys, target, "import", "--nats-url", nats_url, str(export))
+    export = exported_file(capsys, nats_url, stream_settings, tmp_path)
+    assert len(export.read_bytes().splitlines()) == 6  # 5 events and the trailer
+    code, captured = invoke(capsys, stream_settings, "export", "--nats-url", nats_url)
+    root = captured.err.split("root ")[1].split()[0]
+    assert code == 0
+    assert captured.out.encode() == export.read_bytes()
+    out = run(capsys, stream_settings, "verify", "--nats-url", nats_url)
+    assert f"(root {root})" in out
+    target = other_stream()
+    code, captured = invoke(capsys, target, "import", "--nats-url", nats_url, str(export))
+    assert code == 0
     assert (
-        out
+        captured.out
         == f"imported 5 events into stream {target.name} across 1 threads (0 were there already)\n"
     )
+    assert captured.err.startswith("import: 5 events in ")
     out = run(capsys, target, "import", "--nats-url", nats_url, str(export))
     assert "imported 0 events" in out
     assert "(5 were there already)" in out
     out = run(capsys, target, "rebuild", "--nats-url", nats_url, "--verify")
     assert out.startswith("rebuilt 5 events")
+
+
+def test_import_of_an_edited_export_writes_nothing_and_exits_1(
+    nats_url: str,
+    stream_settings: StreamSettings,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """A rejected import names the line and says nothing was written; the stream stays empty."""
+    write(nats_url, stream_settings)
+    export = exported_file(capsys, nats_url, stream_settings, tmp_path)
+    good = export.read_bytes()
+    lines = good.splitlines(keepends=True)
+    lines[2] = lines[2].replace(b'"event":{', b'"event":{"edited":true,', 1)
+    export.write_bytes(b"".join(lines))
+    target = other_stream()
+    code, captured = invoke(capsys, target, "import", "--nats-url", nats_url, str(export))
+    assert code == 1
+    assert captured.out == ""
+    assert captured.err.startswith("convlog: import refused at line 4: event ")
+    assert "nothing was written" in captured.err
+    assert len(captured.err.splitlines()) == 1
+    export.write_bytes(good)
+    out = run(capsys, target, "import", "--nats-url", nats_url, str(export))
+    assert "imported 5 events" in out
+    assert "(0 were there already)" in out
+
+
+def test_import_of_a_missing_file_is_a_one_line_error(
+    nats_url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """No traceback: one sentence naming the file, exit 1."""
+    missing = tmp_path / "nowhere.jsonl"
+    code, captured = invoke(capsys, other_stream(), "import", "--nats-url", nats_url, str(missing))
+    assert code == 1
+    assert captured.err == (
+        f"convlog: import refused: cannot read {str(missing)!r} (No such file or directory); "
+        "nothing was written, check the path.\n"
+    )
+
+
+def test_import_of_an_export_without_a_trailer_needs_the_flag(
+    nats_url: str,
+    stream_settings: StreamSettings,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """An export cut off (or made before roots) is refused; --allow-missing-root takes it."""
+    write(nats_url, stream_settings)
+    export = exported_file(capsys, nats_url, stream_settings, tmp_path)
+    export.write_bytes(b"".join(export.read_bytes().splitlines(keepends=True)[:-1]))
+    target = other_stream()
+    code, captured = invoke(capsys, target, "import", "--nats-url", nats_url, str(export))
+    assert code == 1
+    assert "the file has no trailer with its root" in captured.err
+    assert "--allow-missing-root" in captured.err
+    out = run(capsys, target, "import", "--nats-url", nats_url, "--allow-missing-root", str(export))
+    assert "imported 5 events" in out

@@ -2,71 +2,35 @@
 
 from __future__ import annotations
 
-import os
-import queue
 import signal
 import subprocess
-import sys
-import threading
 import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+from helpers import CONVLOG, OutputLines, env_without_nats_url, run_convlog
 
 import eventlog.server
-from eventlog import EmbeddedServerError, StreamSettings
+from eventlog import (
+    EmbeddedServerError,
+    Message,
+    StreamSettings,
+    TenantId,
+    Thread,
+    ThreadId,
+    UserId,
+)
+from projections import JetStreamMessageStore
 from projections.cli import main
+from projections.commands import utc_now
 
-CONVLOG = Path(sys.executable).parent / "convlog"
-
-
-def _env_without_nats_url() -> dict[str, str]:
-    return {name: value for name, value in os.environ.items() if name != "NATS_URL"}
-
-
-def _run(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 - our own script, fixed arguments
-        [str(CONVLOG), *args],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        env=_env_without_nats_url(),
-        timeout=timeout,
-        check=False,
-    )
-
-
-class _Lines:
-    """A subprocess's stdout lines, read on a thread so the test can wait with a deadline."""
-
-    def __init__(self, process: subprocess.Popen[str]) -> None:
-        assert process.stdout is not None
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self.seen: list[str] = []
-        stdout = process.stdout
-
-        def pump() -> None:
-            for line in stdout:
-                self._queue.put(line.rstrip("\n"))
-            self._queue.put(None)
-
-        threading.Thread(target=pump, daemon=True).start()
-
-    def next(self, deadline: float) -> str:
-        """The next line; fails if the output ends or the deadline passes first."""
-        try:
-            line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Empty:
-            pytest.fail(f"no output line before the deadline; saw {self.seen}")
-        if line is None:
-            pytest.fail(f"output ended early; saw {self.seen}")
-        self.seen.append(line)
-        return line
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def test_demo_writes_a_conversation_and_rebuilds_the_same_view() -> None:
     """`convlog demo` on an embedded server prints the thread, its events and a matching rebuild."""
-    result = _run("demo", timeout=60)
+    result = run_convlog("demo", timeout=60)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "Weather in Paris" in out
@@ -114,10 +78,10 @@ def test_serve_reports_status_and_stops_cleanly_on_a_signal(
         stderr=subprocess.PIPE,
         text=True,
         encoding="utf-8",
-        env=_env_without_nats_url(),
+        env=env_without_nats_url(),
     )
     try:
-        lines = _Lines(process)
+        lines = OutputLines(process)
         deadline = time.monotonic() + 30
         assert lines.next(deadline).startswith("serving projection of stream CONVLOG at nats://")
         status = lines.next(deadline)
@@ -135,7 +99,9 @@ def test_serve_reports_status_and_stops_cleanly_on_a_signal(
 
 def test_unreachable_server_is_a_one_line_error() -> None:
     """An unreachable --nats-url exits 1 with one line on stderr that names the URL."""
-    result = _run("demo", "--nats-url", "nats://127.0.0.1:1", "--connect-timeout", "1", timeout=30)
+    result = run_convlog(
+        "demo", "--nats-url", "nats://127.0.0.1:1", "--connect-timeout", "1", timeout=30
+    )
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -158,3 +124,50 @@ def test_missing_nats_server_binary_exits_2(
     assert code == 2
     assert captured.err == "convlog: nats-server was not found; install it.\n"
     assert captured.out == ""
+
+
+async def test_output_to_a_closed_pipe_ends_quietly(
+    nats_url: str, stream_settings: StreamSettings
+) -> None:
+    """`convlog tail | head -1`: the reader goes away; tail exits with no traceback."""
+    store = await JetStreamMessageStore.connect(
+        nats_url, stream=stream_settings.name, subject_prefix=stream_settings.subject_prefix
+    )
+    async with store:
+        now = utc_now()
+        thread = Thread(
+            id=ThreadId.new(),
+            tenant_id=TenantId.from_string("pipe"),
+            user_id=UserId.from_string("u"),
+            title="many events",
+            created_at=now,
+            updated_at=now,
+        )
+        await store.create_thread(thread)
+        for n in range(2000):
+            await store.create_message(Message.user(thread.id, f"line {n} " + "x" * 200))
+    process = subprocess.Popen(  # noqa: S603, ASYNC220 - our own script; the test waits on it
+        [
+            str(CONVLOG),
+            "tail",
+            "--nats-url",
+            nats_url,
+            "--stream",
+            stream_settings.name,
+            "--subject-prefix",
+            stream_settings.subject_prefix,
+            "--from",
+            "1",
+            "--no-follow",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env_without_nats_url(),
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().startswith(b"#1 ")
+    process.stdout.close()  # as `head -1` does once it has its line
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert b"Traceback" not in stderr, stderr
+    assert b"BrokenPipe" not in stderr, stderr

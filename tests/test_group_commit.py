@@ -133,3 +133,4 @@ async def test_appends_while_the_server_is_away_raise_unavailable(tmp_path: Path
         assert all(isinstance(result, UnavailableError) for result in results), results
     finally:
         await log.close()
+        await server.stop()

@@ -487,7 +487,7 @@ def test_offset_timestamp_is_normalised_to_utc() -> None:
 
 def test_naive_datetime_is_rejected_in_python() -> None:
     """Building a thread from a naive datetime fails: the log only holds aware times."""
-    with pytest.raises(PydanticValidationError):
+    with pytest.raises(ValidationError, match=r"^Thread\.created_at: Input should have timezone"):
         Thread(
             id=ThreadId("thread_1"),
             tenant_id=TenantId("tenant_1"),
@@ -616,11 +616,11 @@ def test_with_parts_stores_a_tuple() -> None:
 def test_builders_validate() -> None:
     """Builders validate what they are given, unlike a bare model_copy."""
     message = Message.user("thread_1", "hi")
-    with pytest.raises(PydanticValidationError):
+    with pytest.raises(ValidationError, match=r"^Message\.parts\.0: "):
         message.with_parts(["not a part"])  # type: ignore[list-item]
-    with pytest.raises(PydanticValidationError):
+    with pytest.raises(ValidationError, match=r"^Message\.parent_id: "):
         message.with_parent("", ParentType.SYSTEM)
-    with pytest.raises(PydanticValidationError):
+    with pytest.raises(ValidationError, match=r"^Message\.parent_type: "):
         message.with_parent("msg_p", "grandparent")
 
 
@@ -670,7 +670,7 @@ def test_token_usage_new_computes_total() -> None:
     assert TokenUsage.new(100, 200) == TokenUsage(
         prompt_tokens=100, completion_tokens=200, total_tokens=300
     )
-    with pytest.raises(PydanticValidationError):
+    with pytest.raises(ValidationError, match=r"^TokenUsage\.total_tokens: "):
         TokenUsage.new(2**32 - 1, 1)
 
 

@@ -1,0 +1,151 @@
+"""What the tests share about real processes: the ``convlog`` script, its output, and pids."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Self
+
+import pytest
+
+CONVLOG = Path(sys.executable).parent / "convlog"
+
+
+def env_without_nats_url() -> dict[str, str]:
+    """The environment, less NATS_URL: commands then use their embedded server."""
+    return {name: value for name, value in os.environ.items() if name != "NATS_URL"}
+
+
+def run_convlog(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run ``convlog ARGS`` to its end and capture what it printed."""
+    return subprocess.run(  # noqa: S603 - our own script, fixed arguments
+        [str(CONVLOG), *args],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=env_without_nats_url(),
+        timeout=timeout,
+        check=False,
+    )
+
+
+def start_convlog(*args: str) -> subprocess.Popen[str]:
+    """Start ``convlog ARGS`` with its stdout and stderr piped."""
+    return subprocess.Popen(  # noqa: S603 - our own script, fixed arguments
+        [str(CONVLOG), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
+        env=env_without_nats_url(),
+    )
+
+
+def ended(process: subprocess.Popen[str]) -> tuple[str, str]:
+    """Kill ``process`` if it still runs; return the rest of its stdout and its stderr."""
+    if process.poll() is None:
+        process.kill()
+    out, err = process.communicate(timeout=30)
+    return out or "", err or ""
+
+
+class OutputLines:
+    """A subprocess's stdout (or stderr) lines, read on a thread, to wait for with a deadline."""
+
+    def __init__(self, process: subprocess.Popen[str], *, stderr: bool = False) -> None:
+        stream = process.stderr if stderr else process.stdout
+        assert stream is not None
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+
+        def pump() -> None:
+            for line in stream:
+                self._queue.put(line.rstrip("\n"))
+            self._queue.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    def next(self, deadline: float) -> str:
+        """The next line; fails if the output ends or the deadline passes first."""
+        try:
+            line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            pytest.fail(f"no output line before the deadline; saw {self.seen}")
+        if line is None:
+            pytest.fail(f"output ended early; saw {self.seen}")
+        self.seen.append(line)
+        return line
+
+    def until(self, prefix: str, deadline: float) -> str:
+        """The first next line that starts with ``prefix``."""
+        while not (line := self.next(deadline)).startswith(prefix):
+            pass
+        return line
+
+
+def is_running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(OSError):
+        state = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    return True
+
+
+def wait_gone(pid: int, seconds: float) -> None:
+    """Fail unless process ``pid`` ends within ``seconds`` (a correctness bound, generous)."""
+    deadline = time.monotonic() + seconds
+    while is_running(pid):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            pytest.fail(f"process {pid} still ran {seconds}s later (killed now)")
+        time.sleep(0.02)  # another process's exit: there is nothing to await
+
+
+def nats_servers_on(data_dir: Path) -> list[int]:
+    """The pids of the nats-server processes running on ``data_dir``'s config."""
+    config = str(data_dir / "nats-server.conf").encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            arguments = (entry / "cmdline").read_bytes().split(b"\0")
+            if Path(arguments[0].decode()).name == "nats-server" and config in arguments:
+                pids.append(int(entry.name))
+    return [pid for pid in pids if is_running(pid)]
+
+
+class ServerCounter:
+    """Samples, on a thread, how many nats-servers run on a data dir; keeps the most seen."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self._data_dir = data_dir
+        self._stop = threading.Event()
+        self.most = 0
+        self.pids: set[int] = set()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.01):
+            running = nats_servers_on(self._data_dir)
+            self.pids.update(running)
+            self.most = max(self.most, len(running))
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
