@@ -212,20 +212,20 @@ class EventLog:
         await _probe(urls, url, options.connect_timeout)
         connection = ConnectionState()
         nc = await _open(urls, url, options, connection)
-        await connection.on_connected()
-        version = str(nc._server_info.get("version", "0.0.0"))  # noqa: SLF001 - no public getter
-        log = cls(
-            nc,
-            url=url,
-            stream=stream,
-            options=options,
-            connection=connection,
-            supports_atomic=_at_least(version, 2, 12),
-        )
         try:
+            await connection.on_connected()
+            version = str(nc._server_info.get("version", "0.0.0"))  # noqa: SLF001 - no getter
+            log = cls(
+                nc,
+                url=url,
+                stream=stream,
+                options=options,
+                connection=connection,
+                supports_atomic=_at_least(version, 2, 12),
+            )
             await log._ensure_stream()
         except BaseException:
-            await nc.close()
+            await nc.close()  # a cancelled connect too: no client left connected behind
             raise
         return log
 
@@ -916,12 +916,18 @@ async def _open(
         )
     )
     refused = asyncio.ensure_future(connection.wait_refused())
-    done, _ = await asyncio.wait(
-        (connecting, refused),
-        timeout=options.connect_timeout * 2,
-        return_when=asyncio.FIRST_COMPLETED,
-    )
-    refused.cancel()
+    try:
+        done, _ = await asyncio.wait(
+            (connecting, refused),
+            timeout=options.connect_timeout * 2,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+    except BaseException:  # cancelled: the connect must not go on and connect behind us
+        connecting.cancel()
+        await nc.close()
+        raise
+    finally:
+        refused.cancel()
     if connecting in done and connecting.exception() is None:
         return nc
     connecting.cancel()

@@ -34,14 +34,15 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final, Self
+
+import msgspec
 
 from eventlog.errors import EmbeddedServerError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
     from types import TracebackType
 
 __all__ = ["DEFAULT_MAX_PAYLOAD", "EmbeddedNats", "find_nats_server"]
@@ -120,13 +121,48 @@ async def _until_gone(pid: int) -> None:
         os.close(pidfd)
 
 
-@dataclass(frozen=True, slots=True)
-class RunningServer:
+async def _to_the_end(work: Awaitable[None]) -> None:
+    """Await ``work`` to its end even if cancelled meanwhile; then pass the cancel on."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = cancelled or not task.done()
+    task.result()
+    if cancelled:
+        raise asyncio.CancelledError
+
+
+class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """How the embedded server runs; an attached process adopts its owner's."""
+
+    sync_always: bool = True
+    max_payload: int = DEFAULT_MAX_PAYLOAD
+    extra_config: str = ""
+
+
+class RunningServer(msgspec.Struct, frozen=True, kw_only=True):
     """What ``server.json`` says of the server that runs on a data dir."""
 
     pid: int
+    url: str
     port: int
     monitor_port: int
+    config: str
+    """The config file the server was started with: tells it from a process that reused its pid."""
+    settings: ServerSettings
+
+    def lives(self) -> bool:
+        """Whether this server still runs: its pid lives and, where /proc says, runs our config."""
+        if not _alive(self.pid):
+            return False
+        try:
+            arguments = Path(f"/proc/{self.pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return True  # no /proc here: the pid is all there is to go by
+        return self.config.encode() in arguments
 
     def connections(self) -> int | None:
         """How many clients are connected now, from the monitoring endpoint (None: no answer)."""
@@ -136,6 +172,9 @@ class RunningServer:
                 return int(json.load(reply)["connections"])
         except (OSError, ValueError, KeyError):
             return None
+
+
+_RUNNING = msgspec.json.Decoder(RunningServer)
 
 
 class _DataDirLock:
@@ -159,7 +198,7 @@ class _DataDirLock:
         return self._file is not None
 
     def try_acquire(self) -> bool:
-        """Take the lock if nobody holds it; a ``server.json`` left by a dead server goes."""
+        """Take the lock if nobody holds it; files left by a dead server go."""
         if self._file is not None:
             return True
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -171,6 +210,8 @@ class _DataDirLock:
             return False
         self._file = lock
         self.server_file.unlink(missing_ok=True)
+        for left in (self.server_file.parent / "ports").glob("*.ports"):
+            left.unlink(missing_ok=True)  # a SIGKILLed server's, whose pid may come again
         return True
 
     def release(self) -> None:
@@ -184,31 +225,16 @@ class _DataDirLock:
     def publish(self, running: RunningServer) -> None:
         """Write ``server.json`` atomically, for commands that attach."""
         temporary = self.server_file.with_suffix(".tmp")
-        temporary.write_text(
-            json.dumps(
-                {
-                    "pid": running.pid,
-                    "url": f"nats://127.0.0.1:{running.port}",
-                    "port": running.port,
-                    "monitor_port": running.monitor_port,
-                }
-            ),
-            encoding="utf-8",
-        )
+        temporary.write_bytes(msgspec.json.encode(running))
         temporary.replace(self.server_file)
 
     def running(self) -> RunningServer | None:
         """The server ``server.json`` names, if the file is there and its server lives."""
         try:
-            found = json.loads(self.server_file.read_text(encoding="utf-8"))
-            running = RunningServer(
-                pid=int(found["pid"]),
-                port=int(found["port"]),
-                monitor_port=int(found["monitor_port"]),
-            )
-        except (OSError, ValueError, KeyError, TypeError):
+            running = _RUNNING.decode(self.server_file.read_bytes())
+        except (OSError, msgspec.DecodeError):
             return None
-        return running if _alive(running.pid) else None
+        return running if running.lives() else None
 
 
 class EmbeddedNats:
@@ -231,7 +257,7 @@ class EmbeddedNats:
         data_dir: str | os.PathLike[str] | None = None,
         sync_always: bool = True,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
-        startup_timeout: float = 10.0,
+        startup_timeout: float = 60.0,
         linger: float = 0.0,
         extra_config: str = "",
     ) -> None:
@@ -240,11 +266,12 @@ class EmbeddedNats:
             self._temp = tempfile.TemporaryDirectory(prefix="convlog-")
             data_dir = self._temp.name
         self.data_dir = Path(data_dir)
-        self._sync_always = sync_always
-        self._max_payload = max_payload
+        self.settings = ServerSettings(
+            sync_always=sync_always, max_payload=max_payload, extra_config=extra_config
+        )
+        """How a server started here runs; when attached, the owner's (a take-over keeps them)."""
         self._startup_timeout = startup_timeout
         self._linger = linger
-        self._extra_config = extra_config
         self._lock = _DataDirLock(self.data_dir)
         self._process: subprocess.Popen[bytes] | None = None
         self._running: RunningServer | None = None
@@ -303,15 +330,16 @@ class EmbeddedNats:
         ports = self.data_dir / "ports"
         store.mkdir(parents=True, exist_ok=True)
         ports.mkdir(parents=True, exist_ok=True)
-        sync = "sync_interval: always" if self._sync_always else ""
+        settings = self.settings
+        sync = "sync_interval: always" if settings.sync_always else ""
         config = self.data_dir / "nats-server.conf"
         config.write_text(
             f"listen: 127.0.0.1:{self.port}\n"
             "http: 127.0.0.1:-1\n"
-            f"max_payload: {self._max_payload}\n"
+            f"max_payload: {settings.max_payload}\n"
             f"ports_file_dir: {json.dumps(str(ports))}\n"
             f"jetstream {{\n  store_dir: {json.dumps(str(store))}\n  {sync}\n}}\n"
-            f"{self._extra_config}\n",
+            f"{settings.extra_config}\n",
             encoding="utf-8",
         )
         return config
@@ -328,7 +356,7 @@ class EmbeddedNats:
         deadline = time.monotonic() + self._startup_timeout
         while not self._lock.try_acquire():
             if (running := self._lock.running()) is not None:
-                self._running, self.port = running, running.port
+                self._running, self.port, self.settings = running, running.port, running.settings
                 return self
             if time.monotonic() > deadline:
                 raise EmbeddedServerError(
@@ -381,10 +409,14 @@ class EmbeddedNats:
                 )
             with contextlib.suppress(FileNotFoundError, json.JSONDecodeError, IndexError):
                 ports = json.loads(ports_file.read_text(encoding="utf-8"))
+                port = int(ports["nats"][0].rsplit(":", 1)[1])
                 return RunningServer(
                     pid=process.pid,
-                    port=int(ports["nats"][0].rsplit(":", 1)[1]),
+                    url=f"nats://127.0.0.1:{port}",
+                    port=port,
                     monitor_port=int(ports["monitoring"][0].rsplit(":", 1)[1]),
+                    config=str(self.data_dir / "nats-server.conf"),
+                    settings=self.settings,
                 )
             await asyncio.sleep(_POLL)
         raise EmbeddedServerError(
@@ -438,12 +470,16 @@ class EmbeddedNats:
             )
 
     async def stop(self) -> None:
-        """Stop the server gracefully (SIGTERM) and free the data dir; detach if attached."""
+        """Stop the server gracefully (SIGTERM) and free the data dir; detach if attached.
+
+        A cancellation may cut the wait for other clients short, never the stop itself:
+        the data dir is freed only once its server has exited.
+        """
         try:
             if self._process is not None:
                 await self._await_other_clients()
-            await self._end(signal.SIGTERM)
         finally:
+            await _to_the_end(self._end(signal.SIGTERM))
             self._running = None
             self._lock.release()
 

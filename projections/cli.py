@@ -8,7 +8,8 @@ one on ``--data-dir``: the one already running there, or one it starts and stops
 
 Exit codes: 0 done (``serve`` also after SIGINT or SIGTERM), 1 a convlog error, reported
 as one line on stderr, 2 the embedded server could not start (or a usage error, as argparse
-reports it), 130 and 143 ended by SIGINT and SIGTERM (after stopping what it started).
+reports it), 130 and 143 ended by SIGINT and SIGTERM (after stopping what it started), 141
+its output's reader went away (as a shell reports SIGPIPE).
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ EXIT_OK: Final = 0
 EXIT_ERROR: Final = 1
 EXIT_NO_SERVER: Final = 2
 EXIT_INTERRUPTED: Final = 130
+EXIT_BROKEN_PIPE: Final = 141
 
 _DIGEST_SHOWN: Final = 12
 
@@ -568,7 +570,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (`convlog tail | head`): stop quietly, as `cat` would.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_ERROR
+        return EXIT_BROKEN_PIPE
     except EmbeddedServerError as err:
         print(f"convlog: {one_line(err)}", file=sys.stderr)
         return EXIT_NO_SERVER
@@ -579,7 +581,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
-_CANCEL_AGAIN: Final = 5.0
+_CANCEL_AGAIN: Final = 2 * LINGER
 """Seconds after which a signalled command still running is cancelled once more."""
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import time
 from typing import TYPE_CHECKING
 
+import nats
 import pytest
 from chaos import until_acknowledged
 from helpers import (
@@ -151,7 +153,6 @@ async def test_serve_then_stats_show_the_live_log_and_lose_nothing(tmp_path: Pat
             ended(process)
     assert servers.most == 1
     assert len(servers.pids) == 1
-    assert counts == sorted(counts)
     await assert_log_holds(tmp_path, writer)
 
 
@@ -204,6 +205,8 @@ async def test_six_concurrent_demos_share_one_server(tmp_path: Path) -> None:
                 await writer.store.close()
                 codes = [await asyncio.to_thread(demo.wait, 120) for demo in demos]
                 supervisor.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await supervisor
         finally:
             outputs = [ended(demo) for demo in demos]
     assert codes == [0] * 6, outputs
@@ -234,13 +237,25 @@ async def test_serve_restarts_its_server_after_sigkill(tmp_path: Path) -> None:
     await assert_log_holds(tmp_path, writer)
 
 
+EXIT_CODES = {
+    ("serve", signal.SIGTERM): 0,
+    ("serve", signal.SIGINT): 0,
+    ("tail", signal.SIGTERM): 143,
+    ("tail", signal.SIGINT): 130,
+}
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
 @pytest.mark.parametrize("command", ["serve", "tail"])
 async def test_no_server_outlives_its_command(
     tmp_path: Path, command: str, signum: signal.Signals
 ) -> None:
-    """However the command that started it ends, its nats-server ends too."""
-    process = start_convlog(command, "--data-dir", str(tmp_path))
+    """However the command that started it ends, its nats-server ends too.
+
+    On SIGINT and SIGTERM the command stops it itself, at once (no client of its own is
+    left to wait for); on SIGKILL the kernel's parent-death signal does.
+    """
+    process = start_convlog(command, "--data-dir", str(tmp_path), "-v")
     try:
         deadline = time.monotonic() + 60
         while not (tmp_path / "server.json").exists():
@@ -250,11 +265,68 @@ async def test_no_server_outlives_its_command(
         pid = server_pid(tmp_path)
         assert is_running(pid)
         process.send_signal(signum)
-        await asyncio.to_thread(process.wait, 60)
+        code = await asyncio.to_thread(process.wait, 60)
+        if signum != signal.SIGKILL:  # the command stopped its server before it ended
+            assert not is_running(pid)
+            assert not (tmp_path / "server.json").exists()
     finally:
-        ended(process)
+        _, err = ended(process)
+    assert code == EXIT_CODES.get((command, signum), -signal.SIGKILL), err
+    assert "other client(s)" not in err
     await asyncio.to_thread(wait_gone, pid, 30)
     assert nats_servers_on(tmp_path) == []
+
+
+async def test_a_take_over_keeps_the_owners_settings(tmp_path: Path) -> None:
+    """An attached process that takes a data dir over restarts the server as it was."""
+    owner = await EmbeddedNats(data_dir=tmp_path, max_payload=4 * 1024 * 1024).start()
+    attached = await EmbeddedNats(data_dir=tmp_path, sync_always=False).start()
+    restarted: list[str] = []
+    supervisor = asyncio.create_task(attached.keep_running(restarted.append))
+    try:
+        await owner.stop()
+        while not restarted:  # noqa: ASYNC110 - the supervisor task, in this loop
+            await asyncio.sleep(0.01)
+        assert attached.owner
+        assert attached.url == owner.url
+        config = (tmp_path / "nats-server.conf").read_text(encoding="utf-8")
+        assert "max_payload: 4194304" in config
+        assert "sync_interval: always" in config
+    finally:
+        supervisor.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await supervisor
+        await attached.stop()
+    assert nats_servers_on(tmp_path) == []
+
+
+async def test_a_cancelled_stop_still_stops_the_server(tmp_path: Path) -> None:
+    """Cancelling stop() while it waits for other clients cuts the wait, not the stop."""
+    owner = await EmbeddedNats(data_dir=tmp_path, linger=60).start()
+    pid = owner.pid
+    assert pid is not None
+    other = await nats.connect(owner.url)
+    lingering = asyncio.Event()
+
+    class Lingering(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "other client(s)" in record.getMessage():
+                lingering.set()
+
+    handler = Lingering()
+    logging.getLogger("eventlog.server").addHandler(handler)
+    try:
+        stopping = asyncio.create_task(owner.stop())
+        await lingering.wait()
+        stopping.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await stopping
+        assert not is_running(pid)
+        assert not (tmp_path / "server.json").exists()
+        assert nats_servers_on(tmp_path) == []
+    finally:
+        logging.getLogger("eventlog.server").removeHandler(handler)
+        await other.close()
 
 
 async def test_a_stale_server_file_is_replaced(tmp_path: Path) -> None:
