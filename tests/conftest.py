@@ -8,22 +8,54 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from uuid_utils import uuid7
 
-from eventlog import EmbeddedNats, EventLog, StreamSettings
+from eventlog import DEFAULT_MAX_PAYLOAD, EmbeddedNats, EventLog, StreamSettings
 from projections import InMemoryMessageStore, JetStreamMessageStore, MessageStore
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 @pytest.fixture(scope="session")
-def nats_server() -> Iterator[EmbeddedNats]:
-    server = EmbeddedNats()
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
+    """The server the tests share, for the whole session; each test has its own stream."""
+    server = EmbeddedNats(data_dir=tmp_path_factory.mktemp("nats"))
     asyncio.run(server.start())
     try:
         yield server
     finally:
-        asyncio.run(server.__aexit__(None, None, None))
+        asyncio.run(server.stop())
+
+
+ServerFactory = Callable[..., Awaitable[EmbeddedNats]]
+
+
+@pytest.fixture
+async def start_server(tmp_path: Path) -> AsyncIterator[ServerFactory]:
+    """Start servers of this test's own, each on its own store dir; all stopped at the end.
+
+    For tests that kill, restart or configure a server: ``server = await start_server()``.
+    """
+    started: list[EmbeddedNats] = []
+
+    async def start(
+        *, extra_config: str = "", max_payload: int = DEFAULT_MAX_PAYLOAD
+    ) -> EmbeddedNats:
+        server = EmbeddedNats(
+            data_dir=tmp_path / f"server-{len(started)}",
+            extra_config=extra_config,
+            max_payload=max_payload,
+        )
+        started.append(server)
+        return await server.start()
+
+    yield start
+    for server in reversed(started):
+        await server.stop()
 
 
 @pytest.fixture

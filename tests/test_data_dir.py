@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 import nats
 import pytest
-from chaos import until_acknowledged
 from helpers import (
     OutputLines,
     ServerCounter,
@@ -26,6 +25,7 @@ from helpers import (
     nats_servers_on,
     run_convlog,
     start_convlog,
+    until_acknowledged,
     wait_gone,
 )
 

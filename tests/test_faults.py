@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from chaos import report, until_acknowledged
+from helpers import report, until_acknowledged
 
 from eventlog import (
     BlobBucket,
     ConnectOptions,
-    EmbeddedNats,
     EventLog,
     Message,
     Thread,
@@ -28,17 +27,16 @@ from eventlog import (
 from projections import JetStreamMessageStore, SnapshotPolicy, rebuild
 
 if TYPE_CHECKING:
-    from conftest import StoreFactory
+    from conftest import ServerFactory, StoreFactory
 
     from eventlog import StreamSettings
 
 CHILD = Path(__file__).with_name("projection_child.py")
 
 
-async def test_server_away_then_back(tmp_path: Path) -> None:
+async def test_server_away_then_back(start_server: ServerFactory) -> None:
     """Server down: writes fail fast, reads answer, health degrades; back: all resumes."""
-    server = EmbeddedNats(data_dir=tmp_path)
-    await server.start()
+    server = await start_server()
     store = await JetStreamMessageStore.connect(
         server.url, options=ConnectOptions(write_timeout=1.0)
     )
@@ -82,13 +80,13 @@ async def test_server_away_then_back(tmp_path: Path) -> None:
         await fresh.close()
     finally:
         await store.close()
-        await server.stop()
 
 
-async def test_crash_during_concurrent_appends_loses_nothing_acknowledged(tmp_path: Path) -> None:
+async def test_crash_during_concurrent_appends_loses_nothing_acknowledged(
+    start_server: ServerFactory,
+) -> None:
     """SIGKILL mid-stream: every acked append survives; retried ones are stored exactly once."""
-    server = EmbeddedNats(data_dir=tmp_path)
-    await server.start()
+    server = await start_server()
     log = await EventLog.connect(server.url, options=ConnectOptions(write_timeout=1.0))
     acknowledged: dict[str, int] = {}
     failed: list[ThreadCreated] = []
@@ -138,7 +136,6 @@ async def test_crash_during_concurrent_appends_loses_nothing_acknowledged(tmp_pa
         assert all(positions[e] == seq for e, seq in acknowledged.items())
     finally:
         await log.close()
-        await server.stop()
 
 
 async def write_backlog(store: JetStreamMessageStore, threads: int = 20) -> int:

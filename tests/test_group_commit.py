@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 from eventlog import (
     ConflictError,
     ConnectOptions,
-    EmbeddedNats,
     EventLog,
     GroupCommit,
     LogRecord,
@@ -20,7 +19,8 @@ from tests.test_eventlog import collect, message_created, thread_created
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from pathlib import Path
+
+    from conftest import ServerFactory
 
     from eventlog import AnyEvent
     from tests.conftest import StoreFactory
@@ -121,9 +121,11 @@ async def test_a_failing_batch_settles_its_writers_and_the_next_goes_on(
     assert calls == [1, 2, 1]
 
 
-async def test_appends_while_the_server_is_away_raise_unavailable(tmp_path: Path) -> None:
+async def test_appends_while_the_server_is_away_raise_unavailable(
+    start_server: ServerFactory,
+) -> None:
     """Big appends fill the client's buffer while it reconnects: still UnavailableError."""
-    server = await EmbeddedNats(data_dir=tmp_path).start()
+    server = await start_server()
     log = await EventLog.connect(server.url, options=ConnectOptions(write_timeout=1.0))
     try:
         await server.kill()
@@ -133,4 +135,3 @@ async def test_appends_while_the_server_is_away_raise_unavailable(tmp_path: Path
         assert all(isinstance(result, UnavailableError) for result in results), results
     finally:
         await log.close()
-        await server.stop()

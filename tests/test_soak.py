@@ -23,7 +23,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 import pytest
-from chaos import Retried, report, until_acknowledged
+from helpers import Retried, report, until_acknowledged
 
 from eventlog import (
     AnyEvent,
@@ -40,7 +40,8 @@ from projections import JetStreamMessageStore, rebuild
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
-    from pathlib import Path
+
+    from conftest import ServerFactory
 
     from eventlog import DurableSubscription, Subscription
 
@@ -247,10 +248,9 @@ async def restart_now_and_then(
 
 @pytest.mark.soak
 @pytest.mark.timeout(SOAK_SECONDS + 240)
-async def test_soak_with_server_restarts(tmp_path: Path) -> None:
+async def test_soak_with_server_restarts(start_server: ServerFactory) -> None:
     """Every acknowledged write survives repeated SIGKILLs: once in the log, in the views."""
-    server = EmbeddedNats(data_dir=tmp_path)
-    await server.start()
+    server = await start_server()
     options = ConnectOptions(write_timeout=2.0)
     stores = [await JetStreamMessageStore.connect(server.url, options=options) for _ in range(2)]
     ledger = Ledger()
@@ -308,7 +308,6 @@ async def test_soak_with_server_restarts(tmp_path: Path) -> None:
     finally:
         for store in stores:
             await store.close()
-        await server.stop()
 
 
 async def check(

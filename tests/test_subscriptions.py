@@ -8,11 +8,10 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 import nats
-from chaos import until_acknowledged
+from helpers import until_acknowledged
 
 from eventlog import (
     Delivery,
-    EmbeddedNats,
     EventLog,
     ExecutionId,
     Message,
@@ -24,7 +23,7 @@ from eventlog import (
 from projections import JetStreamMessageStore
 
 if TYPE_CHECKING:
-    from conftest import StoreFactory
+    from conftest import ServerFactory, StoreFactory
 
 
 async def drain(subscription: Subscription) -> list[StoredEvent]:
@@ -124,34 +123,28 @@ async def test_resume_from_token_gets_exactly_the_rest(connect_store: StoreFacto
     assert [s.sequence for s in seen + rest] == list(range(1, 22))
 
 
-async def test_subscription_survives_a_server_restart(tmp_path: object) -> None:
+async def test_subscription_survives_a_server_restart(start_server: ServerFactory) -> None:
     """Kill nats-server mid-subscription and restart it: no event lost, none repeated."""
-    server = EmbeddedNats(data_dir=tmp_path)  # type: ignore[arg-type]
-    await server.start()
-    try:
-        store = await JetStreamMessageStore.connect(server.url)
-        thread = Thread.new("acme", "alice")
-        await store.create_thread(thread)
-        async with store.log.subscribe(start="beginning", thread_id=thread.id) as events:
-            before = await take(events, 1)
-            for turn in range(5):
-                await store.create_message(Message.user(thread.id, f"before {turn}"))
-            await server.kill()
-            await server.start()
-            await store.log.connection.wait()
-            for turn in range(5):
-                message = Message.user(thread.id, f"after {turn}")
-                await until_acknowledged(
-                    partial(store.create_message, message), store.log.connection
-                )
-            rest = await take(events, 10)
-        sequences = [s.sequence for s in before + rest]
-        assert sequences == list(range(1, 12))
-        contents = [s.event.message.content for s in rest]  # type: ignore[union-attr]
-        assert contents == [f"before {t}" for t in range(5)] + [f"after {t}" for t in range(5)]
-        await store.close()
-    finally:
-        await server.stop()
+    server = await start_server()
+    store = await JetStreamMessageStore.connect(server.url)
+    thread = Thread.new("acme", "alice")
+    await store.create_thread(thread)
+    async with store.log.subscribe(start="beginning", thread_id=thread.id) as events:
+        before = await take(events, 1)
+        for turn in range(5):
+            await store.create_message(Message.user(thread.id, f"before {turn}"))
+        await server.kill()
+        await server.start()
+        await store.log.connection.wait()
+        for turn in range(5):
+            message = Message.user(thread.id, f"after {turn}")
+            await until_acknowledged(partial(store.create_message, message), store.log.connection)
+        rest = await take(events, 10)
+    sequences = [s.sequence for s in before + rest]
+    assert sequences == list(range(1, 12))
+    contents = [s.event.message.content for s in rest]  # type: ignore[union-attr]
+    assert contents == [f"before {t}" for t in range(5)] + [f"after {t}" for t in range(5)]
+    await store.close()
 
 
 async def test_durable_workers_share_events_and_get_unacked_ones_again(
