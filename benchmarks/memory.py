@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 from benchmarks import workload
 from benchmarks.harness import Result, in_subprocess
-from projections import Projection
 from projections._gc import paused_gc
+from projections.fold import Projection
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Protocol
 from benchmarks import workload
 from benchmarks.harness import Result, Sample, now, percentile, repeat
 from benchmarks.naive import NaiveStore
-from projections import Projection, ViewQueries
+from projections.fold import Projection
+from projections.queries import ViewQueries
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from eventlog import Message, Thread
-    from projections import Views
+    from projections.views import Views
 
 _NAIVE_WORK = 2_000_000
 """Messages the baseline may scan per run and query: at 1,000,000, two calls (but >= 3)."""

@@ -27,7 +27,6 @@ from benchmarks.harness import Result, in_subprocess, now
 from benchmarks.workload import RawViews
 from eventlog import (
     AnyEvent,
-    EventCodec,
     EventLog,
     Message,
     MessageCreated,
@@ -35,12 +34,11 @@ from eventlog import (
     StreamSettings,
     Thread,
     ThreadCreated,
-    event_digest,
-    new_event_id,
 )
+from eventlog.events import EventCodec, event_digest, new_event_id
 from projections import JetStreamMessageStore, SnapshotPolicy, rebuild
 from projections._gc import paused_gc
-from projections.cli import weather_conversation
+from projections.cli.demo import weather_conversation
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg

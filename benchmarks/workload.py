@@ -17,23 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from eventlog import (
-    Event,
-    EventCodec,
-    ExecutionId,
-    LogRecord,
-    Message,
-    MessageCreated,
-    Subjects,
-    Thread,
-    ThreadCreated,
-)
+from eventlog import Event, ExecutionId, LogRecord, Message, MessageCreated, Thread, ThreadCreated
+from eventlog.events import EventCodec
+from eventlog.subjects import Subjects
 from projections._gc import paused_gc
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from projections import Projection
+    from projections.fold import Projection
 
 PER_THREAD = 50
 """Messages in each thread: list_messages returns this many."""

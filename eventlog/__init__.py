@@ -1,10 +1,11 @@
 """convlog's write side: domain models, events, and the JetStream log that holds them.
 
-Everything public is importable from here: ``from eventlog import Thread, EventLog``.
+The package root is what users import: ``from eventlog import Thread, EventLog``. The
+plumbing that ``projections`` and tests need (codecs, subjects, group commit, wire data,
+connection state) is imported from its own module, e.g. ``from eventlog.events import
+EventCodec``; ``tests/test_exports.py`` pins both tiers.
 """
 
-from eventlog.blobs import BlobBucket
-from eventlog.connection import ConnectionState
 from eventlog.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -13,6 +14,7 @@ from eventlog.errors import (
     EmbeddedServerError,
     Gap,
     ImportRejectedError,
+    MalformedEventError,
     MissingRecordsError,
     NotFoundError,
     PayloadTooLargeError,
@@ -24,30 +26,18 @@ from eventlog.errors import (
 from eventlog.events import (
     SCHEMA_VERSION,
     AnyEvent,
-    DataEvent,
     Event,
-    EventCodec,
     EventContext,
-    MalformedEventError,
     MessageCreated,
-    MessageCreatedData,
     MessageDeleted,
     MessageUpdated,
-    MessageUpdatedData,
     StoredEvent,
     ThreadCreated,
-    ThreadCreatedData,
     ThreadDeleted,
     ThreadUpdated,
-    ThreadUpdatedData,
-    current_context,
     event_context,
-    event_digest,
-    new_event_id,
 )
-from eventlog.group import GroupCommit
 from eventlog.ids import (
-    MAX_ID_BYTES,
     ExecutionId,
     MessageId,
     TenantId,
@@ -55,17 +45,10 @@ from eventlog.ids import (
     UserId,
 )
 from eventlog.log import (
-    HEADER_ROOM,
-    ConnectOptions,
     EventLog,
-    Follower,
     LogRecord,
-    StreamSettings,
 )
 from eventlog.model import (
-    I64,
-    U32,
-    U64,
     CodePart,
     CostInfo,
     ExecutionStats,
@@ -85,27 +68,25 @@ from eventlog.model import (
     ToolCallPart,
     ToolResultPart,
 )
-from eventlog.security import TenantPermissions, tls_context
+from eventlog.options import (
+    ConnectOptions,
+    tls_context,
+)
+from eventlog.security import (
+    TenantPermissions,
+)
 from eventlog.server import (
     DEFAULT_MAX_PAYLOAD,
     EmbeddedNats,
-    find_nats_server,
 )
-from eventlog.subjects import (
-    Subjects,
-    decode_token,
-    encode_token,
+from eventlog.stream import (
+    StreamSettings,
 )
 from eventlog.subscription import (
-    Attaching,
     Delivery,
     DurableSubscription,
-    EventFilter,
     Start,
     Subscription,
-    SubscriptionContext,
-    delivered,
-    server_time,
 )
 from eventlog.transfer import (
     ExportedEvent,
@@ -115,41 +96,36 @@ from eventlog.transfer import (
     export_events,
     import_events,
 )
-from eventlog.upcast import UPCASTERS, Upcasters, UpcastStep
-from eventlog.verify import ChainBreak, ChainVerifier, VerifyReport, verify_chains
-from eventlog.wire import MessageData, ThreadData, parse_utc, utc_text
+from eventlog.upcast import (
+    UPCASTERS,
+    Upcasters,
+    UpcastStep,
+)
+from eventlog.verify import (
+    ChainBreak,
+    VerifyReport,
+    verify_chains,
+)
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD",
-    "HEADER_ROOM",
-    "I64",
-    "MAX_ID_BYTES",
     "SCHEMA_VERSION",
-    "U32",
-    "U64",
     "UPCASTERS",
     "AlreadyExistsError",
     "AnyEvent",
-    "Attaching",
-    "BlobBucket",
     "ChainBreak",
-    "ChainVerifier",
     "CodePart",
     "ConflictError",
     "ConnectOptions",
-    "ConnectionState",
     "ConvlogError",
     "CostInfo",
-    "DataEvent",
     "DeletedError",
     "Delivery",
     "DurableSubscription",
     "EmbeddedNats",
     "EmbeddedServerError",
     "Event",
-    "EventCodec",
     "EventContext",
-    "EventFilter",
     "EventLog",
     "ExecutionId",
     "ExecutionStats",
@@ -158,9 +134,7 @@ __all__ = [
     "ExportedEvent",
     "FilePart",
     "FinishReason",
-    "Follower",
     "Gap",
-    "GroupCommit",
     "ImagePart",
     "ImportRejectedError",
     "ImportReport",
@@ -168,15 +142,12 @@ __all__ = [
     "MalformedEventError",
     "Message",
     "MessageCreated",
-    "MessageCreatedData",
-    "MessageData",
     "MessageDeleted",
     "MessageId",
     "MessageMetadata",
     "MessagePart",
     "MessageRole",
     "MessageUpdated",
-    "MessageUpdatedData",
     "MissingRecordsError",
     "NotFoundError",
     "ParentType",
@@ -188,20 +159,15 @@ __all__ = [
     "Start",
     "StoredEvent",
     "StreamSettings",
-    "Subjects",
     "Subscription",
-    "SubscriptionContext",
     "TenantId",
     "TenantPermissions",
     "TextPart",
     "Thread",
     "ThreadCreated",
-    "ThreadCreatedData",
-    "ThreadData",
     "ThreadDeleted",
     "ThreadId",
     "ThreadUpdated",
-    "ThreadUpdatedData",
     "TokenUsage",
     "ToolCallPart",
     "ToolResultPart",
@@ -211,19 +177,9 @@ __all__ = [
     "UserId",
     "ValidationError",
     "VerifyReport",
-    "current_context",
-    "decode_token",
-    "delivered",
-    "encode_token",
     "event_context",
-    "event_digest",
     "export_events",
-    "find_nats_server",
     "import_events",
-    "new_event_id",
-    "parse_utc",
-    "server_time",
     "tls_context",
-    "utc_text",
     "verify_chains",
 ]

@@ -10,22 +10,22 @@ import asyncio
 import base64
 import hashlib
 import re
-from typing import TYPE_CHECKING, Final, Self, TypeVar
+from typing import TYPE_CHECKING, Final, Self
 
-import nats.errors
 import nats.js.errors
 from nats.js import api
 from nats.js.object_store import OBJ_CHUNKS_PRE_TEMPLATE
 
-from eventlog.errors import ConvlogError, UnavailableError, ValidationError
+from eventlog.errors import ConvlogError, ValidationError
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
+    import contextlib
 
     from nats.aio.msg import Msg
     from nats.js import JetStreamContext
     from nats.js.object_store import ObjectStore
 
+    from eventlog._nats import NatsErrors
     from eventlog.log import EventLog
 
 __all__ = ["BlobBucket"]
@@ -35,17 +35,18 @@ _CHUNK: Final = 256 * 1024
 _PENDING_BYTES: Final = 256 * 1024 * 1024
 """How much of a blob may wait in the client while it is read."""
 _NAME: Final = re.compile(r"[A-Za-z0-9_\-]{1,200}")
-_T = TypeVar("_T")
 
 
 class BlobBucket:
     """An object store bucket named ``<stream>_<purpose>``: put, get, list and delete blobs."""
 
-    def __init__(self, store: ObjectStore, *, js: JetStreamContext, name: str, url: str) -> None:
+    def __init__(
+        self, store: ObjectStore, *, js: JetStreamContext, name: str, errors: NatsErrors
+    ) -> None:
         self._store = store
         self._js = js
         self.name = name
-        self._url = url
+        self._errors = errors
 
     @classmethod
     async def open(cls, log: EventLog, purpose: str, *, create: bool) -> Self | None:
@@ -54,7 +55,7 @@ class BlobBucket:
             raise ValidationError(f"bucket purpose {purpose!r} must be letters, digits, '_' or '-'")
         name = f"{log.stream.name}_{purpose}"
         js = log.jetstream
-        try:
+        with log.nats_errors.translating(f"open bucket {name!r}"):
             try:
                 store = await js.object_store(name)
             except nats.js.errors.BucketNotFoundError:
@@ -68,16 +69,13 @@ class BlobBucket:
                         replicas=log.stream.replicas,
                     ),
                 )
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as err:
-            raise UnavailableError(log.url, f"no answer when opening bucket {name!r}") from err
-        except nats.js.errors.APIError as err:
-            raise ConvlogError(f"JetStream refused to open bucket {name!r}: {err}") from err
-        return cls(store, js=js, name=name, url=log.url)
+        return cls(store, js=js, name=name, errors=log.nats_errors)
 
     async def put(self, name: str, data: bytes) -> None:
         """Store ``data`` under ``name``, replacing any blob of that name."""
         meta = api.ObjectMeta(name=name, options=api.ObjectMetaOptions(max_chunk_size=_CHUNK))
-        await self._guard(self._store.put(name, data, meta=meta), f"store blob {name!r}")
+        with self._translating(f"store blob {name!r}"):
+            await self._store.put(name, data, meta=meta)
 
     async def get(self, name: str) -> bytes:
         """The blob's bytes; ConvlogError if it is missing or its checksum does not match.
@@ -86,10 +84,11 @@ class BlobBucket:
         concatenates bytes (quadratic) or hops to a thread per chunk, and ran at ~40 MB/s
         against ~350 MB/s this way.
         """
-        info = await self._guard(self._store.get_info(name), f"read blob {name!r}")
-        if info.is_link() or not info.nuid:
-            raise ConvlogError(f"blob {name!r} in bucket {self.name!r} is a link, not data")
-        chunks = await self._guard(self._chunks(info), f"read blob {name!r}")
+        with self._translating(f"read blob {name!r}"):
+            info = await self._store.get_info(name)
+            if info.is_link() or not info.nuid:
+                raise ConvlogError(f"blob {name!r} in bucket {self.name!r} is a link, not data")
+            chunks = await self._chunks(info)
         data = b"".join(chunks)
         digest = "SHA-256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode()
         if len(data) != info.size or digest.upper() != (info.digest or "").upper():
@@ -122,25 +121,17 @@ class BlobBucket:
 
     async def names(self) -> list[str]:
         """The names of the blobs the bucket holds now."""
-
-        async def listing() -> list[api.ObjectInfo]:
+        with self._translating("list blobs"):
             try:
-                return await self._store.list(ignore_deletes=True)
+                infos = await self._store.list(ignore_deletes=True)
             except nats.js.errors.NotFoundError:  # nats-py's answer for an empty bucket
-                return []
-
-        return [info.name for info in await self._guard(listing(), "list blobs") if info.name]
+                infos = []
+        return [info.name for info in infos if info.name]
 
     async def delete(self, name: str) -> None:
         """Remove the blob ``name``."""
-        await self._guard(self._store.delete(name), f"delete blob {name!r}")
+        with self._translating(f"delete blob {name!r}"):
+            await self._store.delete(name)
 
-    async def _guard(self, call: Awaitable[_T], what: str) -> _T:
-        try:
-            return await call
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as err:
-            raise UnavailableError(self._url, f"no answer when trying to {what}") from err
-        except nats.js.errors.Error as err:
-            raise ConvlogError(
-                f"could not {what} in bucket {self.name!r}: {type(err).__name__} {err}"
-            ) from err
+    def _translating(self, what: str) -> contextlib.AbstractContextManager[None]:
+        return self._errors.translating(f"{what} in bucket {self.name!r}")

@@ -8,6 +8,7 @@ ConvlogError
 ├── ConflictError            another writer got there first (subject, expected, actual)
 ├── ValidationError          input the log will not take
 │   ├── PayloadTooLargeError an event over the server's max payload (size, limit)
+│   ├── MalformedEventError  bytes on the stream that are not an event this code can read
 │   └── ImportRejectedError  an import file refused before any append (line, reason)
 ├── UnavailableError         the NATS server cannot be reached in time (url)
 ├── PermissionDeniedError    another tenant's data, or a subject the credentials lack (what)
@@ -34,6 +35,7 @@ __all__ = [
     "EmbeddedServerError",
     "Gap",
     "ImportRejectedError",
+    "MalformedEventError",
     "MissingRecordsError",
     "NotFoundError",
     "PayloadTooLargeError",
@@ -106,6 +108,10 @@ class PayloadTooLargeError(ValidationError):
             f"{what} is {size} bytes, over the server's max payload of {limit} bytes; "
             "store large content in an object store and reference it from a part."
         )
+
+
+class MalformedEventError(ValidationError):
+    """Bytes on the stream that are not an event this code can read."""
 
 
 class ImportRejectedError(ValidationError):

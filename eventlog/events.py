@@ -17,7 +17,7 @@ import msgspec
 import pydantic
 from uuid_utils import uuid7
 
-from eventlog.errors import PayloadTooLargeError, ValidationError
+from eventlog.errors import MalformedEventError, PayloadTooLargeError, ValidationError
 from eventlog.model import Message, Thread
 from eventlog.upcast import UPCASTERS, Upcasters
 from eventlog.wire import MessageData, ThreadData
@@ -32,7 +32,6 @@ __all__ = [
     "Event",
     "EventCodec",
     "EventContext",
-    "MalformedEventError",
     "MessageCreated",
     "MessageCreatedData",
     "MessageDeleted",
@@ -163,10 +162,6 @@ class StoredEvent(msgspec.Struct, frozen=True, kw_only=True):
     time: datetime
     subject: str
     event: AnyEvent
-
-
-class MalformedEventError(ValidationError):
-    """Bytes on the stream that are not an event this code can read."""
 
 
 class EventContext(msgspec.Struct, frozen=True, kw_only=True):

@@ -11,32 +11,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Final, Self, TypeVar
-from urllib.parse import urlsplit
 
 import msgspec
 import nats.errors
-import nats.js.errors
-from nats.aio.client import Client
 from nats.js import api
 from uuid_utils import uuid7
 
+from eventlog._connect import open_client, probe
+from eventlog._nats import (
+    JS_MESSAGE_TOO_LARGE,
+    JS_WRONG_LAST_SEQUENCE,
+    ApiError,
+    NatsErrors,
+    PubAck,
+    consumer_name,
+    server_at_least,
+)
 from eventlog.connection import ConnectionState
 from eventlog.errors import (
-    ConflictError,
     ConvlogError,
     Gap,
     PayloadTooLargeError,
-    PermissionDeniedError,
     UnavailableError,
     ValidationError,
 )
 from eventlog.events import Event, EventCodec
+from eventlog.options import ConnectOptions
+from eventlog.stream import NAME, StreamSettings, ensure_stream
 from eventlog.subjects import Subjects
 from eventlog.subscription import (
     Attaching,
@@ -49,29 +54,18 @@ from eventlog.subscription import (
 )
 
 if TYPE_CHECKING:
-    import ssl
-
+    from nats.aio.client import Client
     from nats.aio.msg import Msg
     from nats.js import JetStreamContext
 
 __all__ = [
     "HEADER_ROOM",
-    "ConnectOptions",
     "EventLog",
     "Follower",
     "LogRecord",
-    "StreamSettings",
 ]
 
 logger = logging.getLogger(__name__)
-
-# JetStream API error codes (err_code in a pub ack or API response).
-JS_WRONG_LAST_SEQUENCE: Final = 10071
-JS_STREAM_NOT_FOUND: Final = 10059
-JS_NOT_ENABLED_FOR_ACCOUNT: Final = 10039
-JS_MESSAGE_TOO_LARGE: Final = 10054
-JS_BATCH_WRONG_LAST_SEQUENCE: Final = 10164
-JS_BATCH_DUPLICATE_MSG_ID: Final = 10201
 
 _HEARTBEAT: Final = 2.0
 """Seconds between the server's heartbeats to an idle consumer, and between a reader's
@@ -83,47 +77,8 @@ _RETRY_SCAN: Final = 64
 MAX_BATCH: Final = 1000
 """The server's limit of messages in one atomic batch."""
 
-_STREAM_NAME: Final = re.compile(r"[A-Za-z0-9_\-]{1,255}")
 HEADER_ROOM: Final = 512
 """Bytes of the server's max payload kept for headers: an event may use the rest."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StreamSettings:
-    """How the stream is named and kept. Defaults suit one node; use replicas=3 on a cluster."""
-
-    name: str = "CONVLOG"
-    subject_prefix: str = "convlog"
-    replicas: int = 1
-    duplicate_window: float = 120.0
-    """Seconds during which a retried event id is recognised and stored once."""
-
-    def __post_init__(self) -> None:
-        if not _STREAM_NAME.fullmatch(self.name):
-            raise ValidationError(
-                f"stream name {self.name!r} must be letters, digits, '_' or '-' (at most 255)"
-            )
-        Subjects(self.subject_prefix)  # validates the prefix
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ConnectOptions:
-    """Credentials and timeouts for the NATS connection."""
-
-    connect_timeout: float = 5.0
-    write_timeout: float = 5.0
-    """An append that gets no ack within this many seconds raises UnavailableError."""
-    user: str | None = None
-    password: str | None = None
-    token: str | None = None
-    nkeys_seed: str | None = None
-    creds_file: str | None = None
-    tls: ssl.SSLContext | None = None
-    """CA, and client certificate and key when the server verifies them (``tls_context``)."""
-    inbox_prefix: str = "_INBOX"
-    """Where replies come back; give each tenant its own (e.g. ``_INBOX_acme``) so that its
-    credentials can be allowed to subscribe there and nowhere else."""
-    name: str = "convlog"
 
 
 class LogRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -137,21 +92,7 @@ class LogRecord(msgspec.Struct, frozen=True, kw_only=True):
     """How many more records the reader had left to receive when this one arrived."""
 
 
-class _ApiError(msgspec.Struct):
-    code: int = 0
-    err_code: int = 0
-    description: str = ""
-
-
-class _PubAck(msgspec.Struct):
-    stream: str = ""
-    seq: int = 0
-    duplicate: bool = False
-    count: int = 0
-    error: _ApiError | None = None
-
-
-_PUB_ACK = msgspec.json.Decoder(_PubAck)
+_PUB_ACK = msgspec.json.Decoder(PubAck)
 
 
 class _Identified(msgspec.Struct):
@@ -195,6 +136,8 @@ class EventLog:
         self._options = options
         self.connection = connection
         self.supports_atomic = supports_atomic
+        self.nats_errors = NatsErrors(nc, url, connection)
+        """Turns this connection's nats-py failures into convlog errors, for every call."""
 
     @classmethod
     async def connect(
@@ -209,21 +152,22 @@ class EventLog:
         options = options or ConnectOptions()
         urls = [servers] if isinstance(servers, str) else list(servers)
         url = ",".join(urls)
-        await _probe(urls, url, options.connect_timeout)
+        await probe(urls, url, options.connect_timeout)
         connection = ConnectionState()
-        nc = await _open(urls, url, options, connection)
+        nc = await open_client(urls, url, options, connection)
         try:
             await connection.on_connected()
-            version = str(nc._server_info.get("version", "0.0.0"))  # noqa: SLF001 - no getter
             log = cls(
                 nc,
                 url=url,
                 stream=stream,
                 options=options,
                 connection=connection,
-                supports_atomic=_at_least(version, 2, 12),
+                supports_atomic=server_at_least(nc, 2, 12),
             )
-            await log._ensure_stream()
+            log.supports_atomic = await ensure_stream(
+                log.jetstream, stream, log.nats_errors, atomic=log.supports_atomic
+            )
         except BaseException:
             await nc.close()  # a cancelled connect too: no client left connected behind
             raise
@@ -259,98 +203,6 @@ class EventLog:
         if not self._nc.is_closed:
             with contextlib.suppress(OSError):  # the server went away: nothing left to flush to
                 await self._nc.close()
-
-    async def _ensure_stream(self) -> None:
-        config = api.StreamConfig(
-            name=self.stream.name,
-            subjects=[self.subjects.all],
-            storage=api.StorageType.FILE,
-            retention=api.RetentionPolicy.LIMITS,
-            num_replicas=self.stream.replicas,
-            duplicate_window=self.stream.duplicate_window,
-            deny_delete=True,
-            deny_purge=True,
-            allow_direct=True,
-            allow_atomic=True if self.supports_atomic else None,
-        )
-        try:
-            info = await self._js.stream_info(self.stream.name)
-        except nats.js.errors.NotFoundError:
-            await self._guard(self._js.add_stream(config), "create the stream")
-            return
-        except (
-            nats.errors.TimeoutError,
-            nats.errors.NoRespondersError,
-            nats.js.errors.ServiceUnavailableError,  # how nats-py reports no responders
-        ) as err:
-            raise self._no_jetstream(err) from err
-        existing = info.config
-        problems = []
-        if (existing.subjects or []) != [self.subjects.all]:
-            problems.append(f"its subjects are {existing.subjects}, not [{self.subjects.all!r}]")
-        if not existing.deny_delete or not existing.deny_purge:
-            problems.append("it allows deleting or purging messages")
-        limits = {
-            "max_msgs": existing.max_msgs,
-            "max_bytes": existing.max_bytes,
-            "max_age": existing.max_age,
-            "max_msgs_per_subject": existing.max_msgs_per_subject,
-        }
-        problems += [
-            f"{name} = {value} would drop history"
-            for name, value in limits.items()
-            if value not in (None, 0, -1)
-        ]
-        if existing.allow_msg_ttl:
-            problems.append("per-message TTLs (allow_msg_ttl) would let events expire")
-        if not existing.duplicate_window:
-            problems.append("it has no duplicate window, so retried appends would be stored twice")
-        if existing.storage != api.StorageType.FILE:
-            problems.append("it is kept in memory, not on disk")
-        if not existing.allow_direct:
-            problems.append("direct get is off (allow_direct), which retries rely on")
-        if problems:
-            raise ValidationError(
-                f"stream {self.stream.name!r} exists but is not fit for an audit log: "
-                + "; ".join(problems)
-                + ". Use another stream name or fix its configuration."
-            )
-        self.supports_atomic = self.supports_atomic and bool(existing.allow_atomic)
-
-    def _no_jetstream(self, err: Exception) -> UnavailableError:
-        """Why the JetStream API did not answer: off on the server, off for the account, or slow."""
-        connected = self._nc.connected_url
-        where = connected.geturl() if connected else self.url
-        # A server without JetStream leaves the flag out of its INFO; no public getter.
-        enabled = bool(self._nc._server_info.get("jetstream"))  # noqa: SLF001
-        if isinstance(err, nats.js.errors.APIError) and err.err_code == JS_NOT_ENABLED_FOR_ACCOUNT:
-            advice = "enable it for the account (`jetstream: enabled` in its configuration)"
-            return UnavailableError(
-                self.url,
-                "JetStream is not enabled for this account",
-                message=f"JetStream is not enabled for this account on {where}; {advice}.",
-            )
-        if not enabled and not isinstance(err, nats.errors.TimeoutError):
-            advice = "start nats-server with -js, or add `jetstream {}` to its configuration"
-            return UnavailableError(
-                self.url,
-                "JetStream is not enabled",
-                message=f"JetStream is not enabled on {where}; {advice}.",
-            )
-        return UnavailableError(self.url, "JetStream did not answer; is it enabled?")
-
-    async def _guard(self, call: Awaitable[_T], what: str) -> _T:
-        denials = self.connection.denials
-        try:
-            return await call
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as err:
-            if denied := self.connection.denied_since(denials):
-                raise PermissionDeniedError(
-                    f"these credentials may not {what} (the server refused {denied!r})"
-                ) from err
-            raise UnavailableError(self.url, f"no answer when trying to {what}") from err
-        except nats.js.errors.APIError as err:
-            raise ConvlogError(f"JetStream refused to {what}: {err.description}") from err
 
     # --- writing -------------------------------------------------------------------------
 
@@ -390,10 +242,9 @@ class EventLog:
             )
             if stored is not None:
                 return stored
-            raise ConflictError(
-                subject, expected_last_subject_sequence or 0, _actual_sequence(ack.error)
-            )
-        raise self._refused(ack.error, subject, len(payload))
+        raise self._refused(
+            ack.error, subject, len(payload), expected=expected_last_subject_sequence or 0
+        )
 
     async def append_batch(
         self,
@@ -412,7 +263,7 @@ class EventLog:
         expected, payloads = self._checked_batch(events, expected, payloads)
         batch_id = uuid7().hex
         seen: set[str] = set()
-        ack = _PubAck()
+        ack = PubAck()
         for index, (event, payload, expect) in enumerate(
             zip(events, payloads, expected, strict=True), start=1
         ):
@@ -426,23 +277,13 @@ class EventLog:
                 headers[api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE] = str(expect)
             seen.add(subject)
             if index < count:
-                try:
+                with self.nats_errors.translating(f"send batch {batch_id}", subject=subject):
                     await self._nc.publish(subject, payload, headers=headers)
-                except (
-                    nats.errors.ConnectionClosedError,
-                    nats.errors.OutboundBufferLimitError,
-                ) as err:
-                    raise UnavailableError(
-                        self.url, f"batch {batch_id} not sent ({err!r})"
-                    ) from err
                 continue
             headers[api.Header.BATCH_COMMIT] = "1"
             ack = await self._request(subject, payload, headers)
         if ack.error is not None:
-            where = f"batch {batch_id}"
-            if ack.error.err_code in (JS_WRONG_LAST_SEQUENCE, JS_BATCH_WRONG_LAST_SEQUENCE):
-                raise ConflictError(where, None, _actual_sequence(ack.error))
-            raise self._refused(ack.error, where, sum(map(len, payloads)))
+            raise self._refused(ack.error, f"batch {batch_id}", sum(map(len, payloads)))
         if ack.count != count:  # the sequences below would then name the wrong events
             raise ConvlogError(f"batch {batch_id} stored {ack.count} of {count} events")
         return list(range(ack.seq - count + 1, ack.seq + 1))
@@ -471,7 +312,7 @@ class EventLog:
             raise ValidationError("payloads must be the events' own, each within payload_limit")
         return expected, payloads
 
-    async def _request(self, subject: str, payload: bytes, headers: dict[str, str]) -> _PubAck:
+    async def _request(self, subject: str, payload: bytes, headers: dict[str, str]) -> PubAck:
         """Publish and await the stream's ack."""
         reply = await self._ask(
             subject,
@@ -495,20 +336,10 @@ class EventLog:
         unanswered: str,
     ) -> Msg:
         """A request within the write timeout; every way it can fail as a convlog error."""
-        try:
+        with self.nats_errors.translating(forbidden, subject=subject, unanswered=unanswered):
             return await self._nc.request(
                 subject, payload, timeout=self._options.write_timeout, headers=headers
             )
-        except nats.errors.NoRespondersError as err:
-            raise UnavailableError(self.url, f"nothing answers on {subject!r}") from err
-        except (nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError) as err:
-            raise UnavailableError(
-                self.url, f"nothing was sent: closed, or reconnecting with a full buffer ({err!r})"
-            ) from err
-        except nats.errors.TimeoutError as err:
-            if self.connection.was_denied(subject):
-                raise PermissionDeniedError(f"these credentials may not {forbidden}") from err
-            raise UnavailableError(self.url, unanswered) from err
 
     async def _already_stored(self, subject: str, event_id: str, *, after: int) -> int | None:
         """The sequence of ``event_id`` on ``subject`` after ``after``, if stored (a retry).
@@ -529,18 +360,20 @@ class EventLog:
                     break
         return None
 
-    def _refused(self, error: _ApiError, where: str, size: int) -> ConvlogError:
+    def _refused(
+        self, error: ApiError, where: str, size: int, *, expected: int | None = None
+    ) -> ConvlogError:
+        """Why the stream refused an append to ``where`` (a subject or a batch) of ``size``."""
         if error.err_code == JS_MESSAGE_TOO_LARGE:
             return PayloadTooLargeError(size, self.max_payload, what=f"a message to {where}")
-        return ConvlogError(
-            f"JetStream refused the append to {where}: {error.description} (code {error.err_code})"
-        )
+        return self.nats_errors.refused(error, f"append to {where}", where=where, expected=expected)
 
     # --- reading -------------------------------------------------------------------------
 
     async def last_sequence(self) -> int:
         """The stream's last sequence right now (0 when empty)."""
-        info = await self._guard(self._js.stream_info(self.stream.name), "read stream info")
+        with self.nats_errors.translating("read stream info"):
+            info = await self._js.stream_info(self.stream.name)
         return info.state.last_seq
 
     async def gaps(self, *, after: int = 0, through: int | None = None) -> list[Gap]:
@@ -559,9 +392,8 @@ class EventLog:
         )
         info = _STREAM_INFO.decode(reply.data)
         if info.error is not None:
-            raise ConvlogError(
-                f"JetStream refused the info of stream {self.stream.name!r}: "
-                f"{info.error.description}"
+            raise self.nats_errors.refused(
+                info.error, f"read the info of stream {self.stream.name!r}"
             )
         state = info.state
         found: list[Gap] = []
@@ -669,7 +501,7 @@ class EventLog:
         max_ack_pending: int = 1000,
     ) -> Attaching[DurableSubscription]:
         """A named durable consumer with explicit acks: at-least-once, shared by workers."""
-        if not _STREAM_NAME.fullmatch(name):
+        if not NAME.fullmatch(name):
             raise ValidationError(f"durable name {name!r} must be letters, digits, '_' or '-'")
         event_filter = EventFilter(
             tenant_id=tenant_id,
@@ -691,7 +523,12 @@ class EventLog:
     @property
     def _subscription_context(self) -> SubscriptionContext:
         return SubscriptionContext(
-            self._js, self.stream.name, self.subjects, self.codec, self.connection
+            self._js,
+            stream=self.stream.name,
+            subjects=self.subjects,
+            codec=self.codec,
+            connection=self.connection,
+            errors=self.nats_errors,
         )
 
     async def follow(
@@ -720,10 +557,10 @@ class EventLog:
                 )
             )
 
-        subscription = await self._guard(
-            self._ordered_consumer(subject or self.subjects.all, max(1, start_sequence), deliver),
-            "create an ordered consumer",
-        )
+        with self.nats_errors.translating("create an ordered consumer"):
+            subscription = await self._ordered_consumer(
+                subject or self.subjects.all, max(1, start_sequence), deliver
+            )
         return Follower(subscription, self)
 
     async def _ordered_consumer(
@@ -795,6 +632,7 @@ class Follower:
         self._js = log.jetstream
         self._stream = log.stream.name
         self._timeout = log.write_timeout
+        self._errors = log.nats_errors
 
     async def position(self) -> tuple[int, int]:
         """``(last stream sequence delivered, records still to deliver)``, from the server."""
@@ -835,17 +673,15 @@ class Follower:
                 )
 
     async def _info(self) -> api.ConsumerInfo:
-        try:
+        with self._errors.translating("ask the consumer"):  # a restart lost it, say
             return await self._subscription.consumer_info()
-        except (nats.errors.Error, nats.js.errors.Error) as err:  # a restart lost it, say
-            raise UnavailableError(self._url, f"cannot ask the consumer ({err!r})") from err
 
     async def stop(self) -> None:
         """Unsubscribe and delete the consumer rather than leave it to time out."""
         with contextlib.suppress(nats.errors.Error):
             await self._subscription.unsubscribe()
-        with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
-            await self._js.delete_consumer(self._stream, self._subscription._consumer)  # noqa: SLF001
+        with contextlib.suppress(nats.errors.Error):
+            await self._js.delete_consumer(self._stream, consumer_name(self._subscription))
 
 
 async def _next(queue: asyncio.Queue[LogRecord], follower: Follower, last: int) -> LogRecord | None:
@@ -883,121 +719,8 @@ class _StreamState(msgspec.Struct):
 
 class _StreamInfo(msgspec.Struct):
     state: _StreamState = msgspec.field(default_factory=_StreamState)
-    error: _ApiError | None = None
+    error: ApiError | None = None
 
 
 _STREAM_INFO = msgspec.json.Decoder(_StreamInfo)
 _DELETED_DETAILS: Final = msgspec.json.encode({"deleted_details": True})
-
-
-async def _open(
-    urls: Sequence[str], url: str, options: ConnectOptions, connection: ConnectionState
-) -> Client:
-    """Connect; refused credentials fail at once (the client would retry them until timeout)."""
-    nc = Client()
-    connecting = asyncio.ensure_future(
-        nc.connect(
-            list(urls),
-            name=options.name,
-            connect_timeout=max(1, int(options.connect_timeout)),
-            allow_reconnect=True,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.25,  # type: ignore[arg-type] # typed int, used as seconds
-            user=options.user,
-            password=options.password,
-            token=options.token,
-            nkeys_seed=options.nkeys_seed,
-            user_credentials=options.creds_file,
-            tls=options.tls,
-            inbox_prefix=options.inbox_prefix,
-            error_cb=connection.on_error,
-            disconnected_cb=connection.on_disconnected,
-            reconnected_cb=connection.on_reconnected,
-        )
-    )
-    refused = asyncio.ensure_future(connection.wait_refused())
-    try:
-        done, _ = await asyncio.wait(
-            (connecting, refused),
-            timeout=options.connect_timeout * 2,
-            return_when=asyncio.FIRST_COMPLETED,
-        )
-    except BaseException:  # cancelled: the connect must not go on and connect behind us
-        connecting.cancel()
-        await nc.close()
-        raise
-    finally:
-        refused.cancel()
-    if connecting in done and connecting.exception() is None:
-        return nc
-    connecting.cancel()
-    await nc.close()
-    if refused in done:
-        raise PermissionDeniedError(f"the server at {url} refused these credentials")
-    failure = connecting.exception() if connecting in done else None
-    raise UnavailableError(url, f"cannot connect ({failure or 'timed out'!r})") from failure
-
-
-async def _probe(urls: Sequence[str], url: str, seconds: float) -> None:
-    """Fail fast when no server accepts TCP connections and greets the way NATS does.
-
-    The client reconnects forever once connected (a server restart must not kill a store),
-    and nats-py applies that to the first connect too; without this probe a wrong URL, or
-    a port where something other than NATS listens, would hang for the whole connect
-    timeout instead of failing with its reason.
-    """
-    reasons = []
-    for candidate in urls:
-        parts = urlsplit(candidate if "://" in candidate else f"nats://{candidate}")
-        host, port = parts.hostname or "localhost", parts.port or 4222
-        reason = await _knock(host, port, seconds, greets=parts.scheme in _GREETING_SCHEMES)
-        if reason is None:
-            return
-        reasons.append(f"{host}:{port} {reason}")
-    raise UnavailableError(
-        url, "no NATS server answers (" + "; ".join(reasons) + "); check the URL and port"
-    )
-
-
-_GREETING_SCHEMES: Final = frozenset({"nats", "tls"})
-"""URL schemes whose server speaks first, with INFO (a websocket waits for the client)."""
-_GREETING: Final = b"INFO"
-
-
-async def _knock(host: str, port: int, seconds: float, *, greets: bool) -> str | None:
-    """Why ``host:port`` is no NATS server, or None: it accepts TCP (and sends INFO first)."""
-    deadline = asyncio.get_running_loop().time() + seconds
-    try:
-        async with asyncio.timeout_at(deadline):
-            reader, writer = await asyncio.open_connection(host, port)
-    except OSError as err:  # TimeoutError is an OSError too
-        return f"cannot be reached: {err.strerror or 'timed out'}"
-    try:
-        if greets:
-            async with asyncio.timeout_at(deadline):
-                first = await reader.readexactly(len(_GREETING))
-            if first != _GREETING:
-                return f"did not answer as a NATS server (it sent {first!r})"
-    except TimeoutError:
-        return f"did not answer as a NATS server (it sent nothing within {seconds} s)"
-    except (asyncio.IncompleteReadError, OSError):
-        return "did not answer as a NATS server (it closed the connection)"
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-    return None
-
-
-def _actual_sequence(error: _ApiError) -> int | None:
-    """Pull the subject's actual last sequence out of 'wrong last sequence: N'."""
-    _, _, tail = error.description.rpartition(":")
-    return int(tail) if tail.strip().isdigit() else None
-
-
-def _at_least(version: str, major: int, minor: int) -> bool:
-    parts = version.split("-", maxsplit=1)[0].split(".")
-    try:
-        return (int(parts[0]), int(parts[1])) >= (major, minor)
-    except (IndexError, ValueError):
-        return False

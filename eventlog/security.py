@@ -1,4 +1,4 @@
-"""Security: a TLS context from files, and the permissions of a tenant-scoped store.
+"""Security: the permissions of a tenant-scoped store.
 
 A store opened with ``tenant_id`` appends to, follows and subscribes to that tenant's
 subjects only, and asks JetStream for nothing it cannot ask in a form whose subject
@@ -10,32 +10,11 @@ server's ``authorization`` block, and connect the store with the same ``inbox_pr
 from __future__ import annotations
 
 import json
-import ssl
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from eventlog.subjects import Subjects, encode_token
 
-if TYPE_CHECKING:
-    from os import PathLike
-
-__all__ = ["TenantPermissions", "tls_context"]
-
-
-def tls_context(
-    ca_file: str | PathLike[str],
-    cert_file: str | PathLike[str] | None = None,
-    key_file: str | PathLike[str] | None = None,
-) -> ssl.SSLContext:
-    """A client TLS context for :class:`~eventlog.ConnectOptions`.
-
-    It trusts ``ca_file`` and presents ``cert_file``/``key_file`` when the server verifies
-    clients (``verify: true`` in its ``tls`` block).
-    """
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
-    if cert_file is not None:
-        context.load_cert_chain(cert_file, key_file)
-    return context
+__all__ = ["TenantPermissions"]
 
 
 @dataclass(frozen=True, slots=True)

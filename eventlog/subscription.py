@@ -25,18 +25,20 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar
 
 import nats.errors
 import nats.js.errors
-from nats.aio.msg import Msg
 from nats.js import api
 
-from eventlog.errors import ConvlogError
-from eventlog.events import MalformedEventError, StoredEvent
+from eventlog._nats import ack_tokens, consumer_name
+from eventlog.errors import ConvlogError, MalformedEventError, ValidationError
+from eventlog.events import StoredEvent
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Collection, Generator
     from types import TracebackType
 
+    from nats.aio.msg import Msg
     from nats.js import JetStreamContext
 
+    from eventlog._nats import NatsErrors
     from eventlog.connection import ConnectionState
     from eventlog.events import AnyEvent, EventCodec
     from eventlog.subjects import Subjects
@@ -100,7 +102,7 @@ def delivered(msg: Msg) -> tuple[int, datetime, int]:
     to microseconds: nats-py's ``metadata.timestamp`` goes through a float and can round up
     past the stored instant, so a subscription started "from" it would miss the record.
     """
-    tokens = Msg.Metadata._get_metadata_fields(msg.reply)  # noqa: SLF001 - checks the form
+    tokens = ack_tokens(msg.reply)
     at = 5 if len(tokens) == _V1_TOKENS else 7  # the stream sequence
     stored = _EPOCH + timedelta(microseconds=int(tokens[at + 2]) // 1000)
     return int(tokens[at]), stored, int(tokens[at + 3])
@@ -121,7 +123,7 @@ def _deliver_from(start: Start) -> dict[str, Any]:
         return {"deliver_policy": api.DeliverPolicy.BY_START_TIME, "opt_start_time": start}
     if isinstance(start, int) and start >= 0:
         return {"deliver_policy": api.DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": start + 1}
-    raise ConvlogError(
+    raise ValidationError(
         f"start must be 'new', 'beginning', a sequence >= 0 or a datetime: {start!r}"
     )
 
@@ -132,16 +134,19 @@ class SubscriptionContext:
     def __init__(
         self,
         js: JetStreamContext,
+        *,
         stream: str,
         subjects: Subjects,
         codec: EventCodec,
         connection: ConnectionState,
+        errors: NatsErrors,
     ) -> None:
         self.js = js
         self.stream = stream
         self.subjects = subjects
         self.codec = codec
         self.connection = connection
+        self.errors = errors
 
     async def recover(self) -> None:
         """Wait until the client has reconnected, then a moment for JetStream to be ready."""
@@ -232,17 +237,13 @@ class Subscription:
             num_replicas=1,
             **_deliver_from(start),
         )
-        try:
+        with self._context.errors.translating(f"create a consumer on {self._context.stream!r}"):
             self._pull = await self._context.js.pull_subscribe(
                 self._filter.subject(self._context.subjects),
                 stream=self._context.stream,
                 config=config,
                 pending_msgs_limit=self._buffer,
             )
-        except (nats.errors.Error, nats.js.errors.Error) as err:
-            raise ConvlogError(
-                f"could not create a consumer on {self._context.stream!r}: {err}"
-            ) from err
         self._consumer_sequence = 0
         self._reconnects = self._context.connection.reconnects
 
@@ -280,7 +281,7 @@ class Subscription:
             return batch[-1].metadata.num_pending == 0
         if self._pull is None:
             return False
-        with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
+        with contextlib.suppress(nats.errors.Error):
             return not (await self._pull.consumer_info()).num_pending
         return False
 
@@ -296,7 +297,7 @@ class Subscription:
             if self._reconnects != self._context.connection.reconnects:
                 await self._delete()  # the server may have restarted and lost the consumer
             return []
-        except (nats.errors.Error, nats.js.errors.Error, ConvlogError) as err:
+        except (nats.errors.Error, ConvlogError) as err:
             # Server restarted, consumer lost, connection back: pick up where we were.
             logger.info("subscription re-attaches after %r", err)
             await self._delete()
@@ -312,9 +313,9 @@ class Subscription:
         pull, self._pull = self._pull, None
         if pull is None:
             return
-        with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
+        with contextlib.suppress(nats.errors.Error):
             await pull.unsubscribe()
-            await self._context.js.delete_consumer(self._context.stream, pull._consumer)  # noqa: SLF001
+            await self._context.js.delete_consumer(self._context.stream, consumer_name(pull))
 
     async def __aenter__(self) -> Self:
         return await self.attach()
@@ -396,15 +397,13 @@ class DurableSubscription:
             max_ack_pending=self._max_ack_pending,
             **_deliver_from(self._start),
         )
-        try:
+        with self._context.errors.translating(f"open durable {self.name!r}"):
             self._pull = await self._context.js.pull_subscribe(
                 self._filter.subject(self._context.subjects),
                 durable=self.name,
                 stream=self._context.stream,
                 config=config,
             )
-        except (nats.errors.Error, nats.js.errors.Error) as err:
-            raise ConvlogError(f"could not open durable {self.name!r}: {err}") from err
         return self
 
     def __aiter__(self) -> AsyncIterator[Delivery]:
@@ -429,7 +428,7 @@ class DurableSubscription:
             return await self._pull.fetch(_FETCH_BATCH, timeout=_FETCH_WAIT)
         except TimeoutError:
             return []
-        except (nats.errors.Error, nats.js.errors.Error) as err:
+        except nats.errors.Error as err:
             logger.info("durable %r waits for the server after %r", self.name, err)
             await self._context.recover()
             return []
@@ -439,13 +438,16 @@ class DurableSubscription:
         self._closed = True
         pull, self._pull = self._pull, None
         if pull is not None:
-            with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
+            with contextlib.suppress(nats.errors.Error):
                 await pull.unsubscribe()
 
     async def delete(self) -> None:
         """Remove the durable from the server: its position is forgotten."""
         await self.close()
-        with contextlib.suppress(nats.js.errors.NotFoundError):
+        with (
+            self._context.errors.translating(f"delete durable {self.name!r}"),
+            contextlib.suppress(nats.js.errors.NotFoundError),
+        ):
             await self._context.js.delete_consumer(self._context.stream, self.name)
 
     async def __aenter__(self) -> Self:

@@ -36,8 +36,8 @@ from typing import IO, TYPE_CHECKING
 
 import msgspec
 
-from eventlog.errors import ImportRejectedError
-from eventlog.events import MalformedEventError, event_digest
+from eventlog.errors import ImportRejectedError, MalformedEventError
+from eventlog.events import event_digest
 from eventlog.log import LogRecord
 from eventlog.verify import ChainVerifier
 

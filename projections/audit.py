@@ -4,7 +4,9 @@ Every answer is a fold of the stored events, read back from the stream (never th
 views, which only say where to look): the history of a message or a thread with the state
 after each event, the trail of one agent execution with a summary of its cost, and a
 read-only store showing the whole log, a tenant or a thread as of a past sequence or time.
-:class:`Audit` puts these on :class:`~projections.JetStreamMessageStore`.
+It also verifies the hash chains and rebuilds the views to check them. :class:`Audit` does
+all of this for a log and the live projection over it; a
+:class:`~projections.JetStreamMessageStore` holds one as ``store.audit``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
 
 from eventlog import (
-    ConvlogError,
     Message,
     MessageCreated,
     MessageDeleted,
@@ -25,9 +26,10 @@ from eventlog import (
     ValidationError,
     verify_chains,
 )
+from projections.errors import ReadOnlyError, RebuildMismatchError
+from projections.fold import Projection
 from projections.queries import ViewQueries
-from projections.rebuild import RebuildMismatchError, Rebuilt, rebuild, replay
-from projections.views import Projection
+from projections.rebuild import Rebuilt, rebuild, replay
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -42,32 +44,18 @@ if TYPE_CHECKING:
         ThreadId,
         VerifyReport,
     )
-    from projections.progress import Progress
     from projections.views import Views
 
 __all__ = [
     "Audit",
     "AuditEntry",
     "ExecutionTrail",
-    "ReadOnlyError",
     "ReadOnlyStore",
     "TrailSummary",
 ]
 
 
 _CHECK_THE_ID = "check the id, and that this store has folded the events that wrote it"
-
-
-class ReadOnlyError(ConvlogError):
-    """A write was tried on a store that shows the past; it has no log to write to."""
-
-    def __init__(self, method: str, sequence: int) -> None:
-        self.method = method
-        self.sequence = sequence
-        super().__init__(
-            f"{method} cannot write: this store shows the log as of sequence {sequence} and "
-            "is read-only; write through a live store."
-        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -249,22 +237,19 @@ def _state(views: Views, event: AnyEvent) -> Thread | Message | None:
 
 
 class Audit:
-    """Audit, time travel, verification and rebuild, for a store with a log and live views."""
+    """Audit, time travel, verification and rebuild of ``log``, next to its live projection.
 
-    if TYPE_CHECKING:
-        log: EventLog
+    The answers are folded from ``log``; the live ``projection`` only says which thread
+    holds an id, and is what :meth:`rebuild` checks against.
+    """
 
-        @property
-        def views(self) -> Views:
-            """The live views, which say where to look."""
-
-        @property
-        def sequence(self) -> int:
-            """The last sequence the live views have folded."""
+    def __init__(self, log: EventLog, projection: Projection) -> None:
+        self._log = log
+        self._live = projection
 
     async def _entries(self, subject: str, keep: Callable[[AnyEvent], bool]) -> list[AuditEntry]:
         """Fold ``subject`` from its start; an entry for each applied event ``keep`` wants."""
-        projection = Projection(self.log.codec, self.log.subjects)
+        projection = Projection(self._log.codec, self._log.subjects)
         entries: list[AuditEntry] = []
 
         def collect(record: LogRecord, event: AnyEvent | None) -> None:
@@ -279,14 +264,14 @@ class Audit:
                     )
                 )
 
-        await replay(self.log, projection, subject=subject, on_applied=collect)
+        await replay(self._log, projection, subject=subject, on_applied=collect)
         return entries
 
     def _thread_subject(self, thread_id: str) -> str:
-        thread = self.views.thread(thread_id)
+        thread = self._live.views.thread(thread_id)
         if thread is None:
             raise NotFoundError("thread", thread_id, _CHECK_THE_ID)
-        return self.log.subjects.thread(thread.tenant_id, thread.id)
+        return self._log.subjects.thread(thread.tenant_id, thread.id)
 
     async def history(self, message_id: str) -> list[AuditEntry]:
         """Every event that touched a message, in log order, each with the message after it.
@@ -294,7 +279,7 @@ class Audit:
         A soft-deleted message keeps its whole history. NotFoundError if no message has
         this id.
         """
-        message = self.views.message(message_id)
+        message = self._live.views.message(message_id)
         if message is None:
             raise NotFoundError("message", message_id, _CHECK_THE_ID)
         return await self._entries(
@@ -311,7 +296,9 @@ class Audit:
 
     async def execution_trail(self, execution_id: str) -> ExecutionTrail:
         """Every event of one agent execution in log order, and a summary of what it did."""
-        threads = dict.fromkeys(m.thread_id for m in self.views.messages_by_execution(execution_id))
+        threads = dict.fromkeys(
+            m.thread_id for m in self._live.views.messages_by_execution(execution_id)
+        )
         if not threads:
             raise NotFoundError("execution", execution_id, _CHECK_THE_ID)
         entries: list[AuditEntry] = []
@@ -346,7 +333,7 @@ class Audit:
     async def _as_of(
         self, stop: Callable[[LogRecord], bool], tenant_id: str | None, thread_id: str | None
     ) -> ReadOnlyStore:
-        projection = Projection(self.log.codec, self.log.subjects)
+        projection = Projection(self._log.codec, self._log.subjects)
         last_time: datetime | None = None
 
         def note(record: LogRecord, _: AnyEvent | None) -> None:
@@ -354,9 +341,9 @@ class Audit:
             last_time = record.time
 
         await replay(
-            self.log,
+            self._log,
             projection,
-            subject=self.log.subjects.matching(tenant_id, thread_id),
+            subject=self._log.subjects.matching(tenant_id, thread_id),
             stop=stop,
             on_applied=note,
         )
@@ -370,17 +357,20 @@ class Audit:
         until: int | None = None,
     ) -> VerifyReport:
         """Recompute the hash chain of every thread in scope; see :func:`eventlog.verify_chains`."""
-        return await verify_chains(self.log, tenant_id=tenant_id, thread_id=thread_id, until=until)
+        return await verify_chains(self._log, tenant_id=tenant_id, thread_id=thread_id, until=until)
 
-    async def rebuild(self, *, verify: bool = False, progress: Progress | None = None) -> Rebuilt:
-        """Replay the stream into fresh views, up to the sequence these views have folded.
+    async def rebuild(
+        self, *, verify: bool = False, on_progress: Callable[[int, int], None] | None = None
+    ) -> Rebuilt:
+        """Replay the stream into fresh views, up to the sequence the live views have folded.
 
         With ``verify`` the rebuilt digest must equal the live views' digest at that same
-        sequence, or :class:`RebuildMismatchError` is raised.
+        sequence, or :class:`RebuildMismatchError` is raised. ``on_progress`` is
+        :func:`~projections.rebuild.rebuild`'s.
         """
-        sequence = self.sequence
-        live = self.views.digest() if verify else ""  # taken now, at exactly ``sequence``
-        rebuilt = await rebuild(self.log, until=sequence, progress=progress)
+        sequence = self._live.sequence
+        live = self._live.views.digest() if verify else ""  # taken now, at exactly ``sequence``
+        rebuilt = await rebuild(self._log, until=sequence, on_progress=on_progress)
         if verify and rebuilt.digest != live:
             raise RebuildMismatchError(sequence, live, rebuilt.digest)
         return rebuilt

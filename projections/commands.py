@@ -25,9 +25,8 @@ from eventlog import (
     ThreadDeleted,
     ThreadUpdated,
     ValidationError,
-    current_context,
-    new_event_id,
 )
+from eventlog.events import current_context, new_event_id
 
 if TYPE_CHECKING:
     from projections.views import Views

@@ -6,8 +6,8 @@ from typing import Literal
 
 import msgspec
 
+from projections.fold import SkippedEvent
 from projections.snapshot import SnapshotHealth
-from projections.views import SkippedEvent
 
 __all__ = ["Health"]
 

@@ -15,7 +15,8 @@ from projections.health import Health
 
 if TYPE_CHECKING:
     from eventlog import Message, Thread
-    from projections.views import Projection, Views
+    from projections.fold import Projection
+    from projections.views import Views
 
 __all__ = ["ViewQueries"]
 

@@ -7,35 +7,21 @@ as of a past sequence or time, and the history of a message, a thread or an exec
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from eventlog import ConvlogError, Gap, MissingRecordsError, UnavailableError
+from eventlog import Gap, MissingRecordsError, UnavailableError
 from projections._gc import paused_gc
-from projections.views import Projection
+from projections.fold import Projection
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from eventlog import AnyEvent, EventLog, LogRecord
-    from projections.progress import Progress
 
-__all__ = ["RebuildMismatchError", "Rebuilt", "rebuild", "replay"]
-
-
-class RebuildMismatchError(ConvlogError):
-    """Views rebuilt from the log differ from the live views at the same sequence."""
-
-    def __init__(self, sequence: int, live: str, rebuilt: str) -> None:
-        self.sequence = sequence
-        self.live = live
-        self.rebuilt = rebuilt
-        super().__init__(
-            f"the views rebuilt from the log differ from the live views at sequence {sequence} "
-            f"(live digest {live}, rebuilt {rebuilt}); the live views did not come from the "
-            "log alone, or the fold is not deterministic: keep both and report it."
-        )
+__all__ = ["Rebuilt", "rebuild", "replay"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,12 +51,15 @@ async def replay(
     subject: str | None = None,
     stop: Callable[[LogRecord], bool] | None = None,
     on_applied: Callable[[LogRecord, AnyEvent | None], None] | None = None,
-    progress: Progress | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> int:
     """Fold the records stored now (on ``subject``) into ``projection``; return how many.
 
     Stops before the first record for which ``stop`` is true. ``on_applied`` sees each
-    record after it is folded, with its event (None if it was skipped). The records are
+    record after it is folded, with its event (None if it was skipped). ``on_progress(done,
+    total)`` is called after each record (keep it cheap), ``total`` being ``done`` plus what
+    the server still holds on ``subject``: without a ``stop``, the last call has them equal.
+    The records are
     folded in :meth:`EventLog.follow`'s callback, as they arrive: no queue between the
     client and the fold. The garbage collector is paused meanwhile (see
     :mod:`projections._gc`). Over the whole stream, a record that does not follow on from
@@ -93,8 +82,8 @@ async def replay(
             count += 1
             if on_applied is not None:
                 on_applied(record, log.codec.decode(record.data) if applied else None)
-            if progress is not None:
-                progress.update(count)
+            if on_progress is not None:
+                on_progress(count, count + record.pending)
         except Exception as err:  # noqa: BLE001 - the client would only log it: to the caller
             finished.set_exception(err)
             return
@@ -124,28 +113,38 @@ async def _follows_on(log: EventLog, folded: int, sequence: int) -> None:
 
 
 async def rebuild(
-    log: EventLog, *, until: int | None = None, progress: Progress | None = None
+    log: EventLog,
+    *,
+    until: int | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> Rebuilt:
     """Replay the whole stream, up to ``until`` (default: its end now), into fresh views.
 
-    Raises :class:`MissingRecordsError` if the stream cannot return a record up to there.
+    ``on_progress(done, total)`` is called before the first record and after each, with
+    ``total`` the records to fold. Raises :class:`MissingRecordsError` if the stream cannot
+    return a record up to there.
     """
     end = await log.last_sequence()
     end = end if until is None else min(until, end)
-    if progress is not None:
-        progress.total = end
+    report = None
+    if on_progress is not None:
+        on_progress(0, end)
+        report = functools.partial(_of_total, on_progress, end)
     projection = Projection(log.codec, log.subjects)
     start = time.perf_counter()
     events = await replay(
-        log, projection, stop=lambda record: record.sequence > end, progress=progress
+        log, projection, stop=lambda record: record.sequence > end, on_progress=report
     )
     seconds = time.perf_counter() - start
     if projection.sequence < end:  # a tail the stream records but did not deliver
         gaps = await log.gaps(after=projection.sequence, through=end)
         tail = Gap(projection.sequence + 1, end, "recorded by the stream, not delivered")
         raise MissingRecordsError(log.stream.name, gaps or [tail])
-    if progress is not None:
-        progress.finish()
     return Rebuilt(
         projection=projection, events=events, seconds=seconds, digest=projection.views.digest()
     )
+
+
+def _of_total(on_progress: Callable[[int, int], None], total: int, done: int, _: int) -> None:
+    """Report ``done`` of the ``total`` a rebuild knows exactly, not the server's estimate."""
+    on_progress(done, total)

@@ -33,16 +33,18 @@ from typing import TYPE_CHECKING, Final
 
 import msgspec
 
-from eventlog import SCHEMA_VERSION, BlobBucket, ConvlogError, ProjectionError, UnavailableError
-from projections._gc import paused_gc
-from projections.views import (
-    Projection,
-    SkippedEvent,
-    SubjectHead,
-    ThreadRow,
-    Views,
-    ViewsState,
+from eventlog import (
+    SCHEMA_VERSION,
+    ConvlogError,
+    ProjectionError,
+    UnavailableError,
+    ValidationError,
 )
+from eventlog.blobs import BlobBucket
+from projections._gc import paused_gc
+from projections.errors import SnapshotError, SnapshotFormatError
+from projections.fold import Projection, SkippedEvent
+from projections.views import SubjectHead, ThreadRow, Views, ViewsState
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
@@ -52,8 +54,6 @@ if TYPE_CHECKING:
 __all__ = [
     "SNAPSHOT_FORMAT",
     "Snapshot",
-    "SnapshotError",
-    "SnapshotFormatError",
     "SnapshotHealth",
     "SnapshotInfo",
     "SnapshotPolicy",
@@ -67,15 +67,6 @@ SNAPSHOT_FORMAT: Final = 2
 
 _PURPOSE: Final = "snapshots"
 _NAME: Final = re.compile(r"views-(\d{20})")
-
-
-class SnapshotError(ConvlogError):
-    """A snapshot could not be written, or was not fit to restore (``name``, ``reason``)."""
-
-    def __init__(self, name: str, reason: str) -> None:
-        self.name = name
-        self.reason = reason
-        super().__init__(f"snapshot {name}: {reason}")
 
 
 class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
@@ -109,7 +100,7 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
         """
         blob = _BLOB.decode(data)
         if blob.format != SNAPSHOT_FORMAT:
-            raise SnapshotFormatError(blob.format)
+            raise SnapshotFormatError(blob.format, SNAPSHOT_FORMAT)
         if not blob.streams:
             raise msgspec.DecodeError("a snapshot without content")
         pieces = [
@@ -125,14 +116,6 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
         return msgspec.structs.replace(
             snapshot, views=msgspec.structs.replace(snapshot.views, threads=threads)
         )
-
-
-class SnapshotFormatError(ConvlogError):
-    """A snapshot in a format this code does not read, older or newer."""
-
-    def __init__(self, found: int) -> None:
-        self.found = found
-        super().__init__(f"it is in format {found}, and this code reads format {SNAPSHOT_FORMAT}")
 
 
 class _Blob(msgspec.Struct, frozen=True):
@@ -193,9 +176,9 @@ class SnapshotPolicy:
 
     def __post_init__(self) -> None:
         if self.every is not None and self.every < 1:
-            raise ValueError(f"every must be at least 1 event, not {self.every}")
+            raise ValidationError(f"every must be at least 1 event, not {self.every}")
         if self.keep < 1:
-            raise ValueError(f"keep must be at least 1 snapshot, not {self.keep}")
+            raise ValidationError(f"keep must be at least 1 snapshot, not {self.keep}")
 
 
 def _pieces(rows: list[ThreadRow]) -> Iterator[list[ThreadRow]]:

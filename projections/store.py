@@ -19,40 +19,44 @@ from typing import TYPE_CHECKING, Literal, Protocol, Self, runtime_checkable
 import msgspec
 
 from eventlog import (
-    HEADER_ROOM,
     AnyEvent,
     ConflictError,
     ConnectOptions,
     ConvlogError,
-    EventCodec,
     EventLog,
-    GroupCommit,
     LogRecord,
     Message,
     MessageId,
     NotFoundError,
     PermissionDeniedError,
     StreamSettings,
-    Subjects,
     TenantId,
     Thread,
     ThreadId,
     UnavailableError,
     UserId,
-    event_digest,
 )
+from eventlog.events import EventCodec, event_digest
+from eventlog.group import GroupCommit
+from eventlog.log import HEADER_ROOM
+from eventlog.subjects import Subjects
 from projections._gc import paused_gc
 from projections.audit import Audit
 from projections.commands import Clock, Commands, utc_now
+from projections.fold import Projection
 from projections.health import Health
 from projections.queries import ViewQueries
 from projections.snapshot import SnapshotInfo, SnapshotPolicy, Snapshots
-from projections.views import Projection
 from projections.worker import ProjectionWorker
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+    from datetime import datetime
     from types import TracebackType
+
+    from eventlog import VerifyReport
+    from projections.audit import AuditEntry, ExecutionTrail, ReadOnlyStore
+    from projections.rebuild import Rebuilt
 
 logger = logging.getLogger(__name__)
 
@@ -323,11 +327,13 @@ class InMemoryMessageStore(_ProjectedStore):
         return sequence
 
 
-class JetStreamMessageStore(_ProjectedStore, Audit):
+class JetStreamMessageStore(_ProjectedStore):
     """Writes go to a JetStream stream; reads come from views its projection folds.
 
-    It also answers audit queries, shows the past, verifies and rebuilds (:class:`Audit`),
-    and restores and writes snapshots of its views (``snapshots``).
+    It holds the parts beside: ``audit`` answers audit queries, shows the past, verifies
+    and rebuilds (:class:`~projections.audit.Audit`; the store's methods of the same names
+    hand over to it), ``snapshots`` restores and writes snapshots of its views, and
+    ``group`` gathers concurrent writes into atomic batches.
     """
 
     def __init__(
@@ -348,6 +354,8 @@ class JetStreamMessageStore(_ProjectedStore, Audit):
         """Gathers concurrent writes into atomic batches; ``group.batches`` counts them."""
         self.snapshots = snapshots or Snapshots(log)
         self._snapshot_writer: asyncio.Task[None] | None = None
+        self.audit = Audit(log, worker.projection)
+        """History, execution trails, time travel, verify and rebuild, read from ``log``."""
 
     @classmethod
     async def connect(
@@ -417,6 +425,48 @@ class JetStreamMessageStore(_ProjectedStore, Audit):
     async def snapshot(self) -> SnapshotInfo:
         """Write a snapshot of the views as they are now; see :mod:`projections.snapshot`."""
         return await self.snapshots.save(self._projection)
+
+    # --- the audit part's calls, on the store: see projections.audit.Audit ------------------
+
+    async def history(self, message_id: str) -> list[AuditEntry]:
+        """Every event that touched a message, each with the message after it."""
+        return await self.audit.history(message_id)
+
+    async def thread_history(self, thread_id: str) -> list[AuditEntry]:
+        """Every event of a thread, its messages' included, each with its state after."""
+        return await self.audit.thread_history(thread_id)
+
+    async def execution_trail(self, execution_id: str) -> ExecutionTrail:
+        """Every event of one agent execution, and a summary of what it did."""
+        return await self.audit.execution_trail(execution_id)
+
+    async def at(
+        self, sequence: int, *, tenant_id: str | None = None, thread_id: str | None = None
+    ) -> ReadOnlyStore:
+        """A read-only store of the log (or a tenant, or a thread) as of stream ``sequence``."""
+        return await self.audit.at(sequence, tenant_id=tenant_id, thread_id=thread_id)
+
+    async def as_of(
+        self, when: datetime, *, tenant_id: str | None = None, thread_id: str | None = None
+    ) -> ReadOnlyStore:
+        """A read-only store of the log (or a tenant, or a thread) as of server time ``when``."""
+        return await self.audit.as_of(when, tenant_id=tenant_id, thread_id=thread_id)
+
+    async def verify(
+        self,
+        *,
+        tenant_id: str | None = None,
+        thread_id: str | None = None,
+        until: int | None = None,
+    ) -> VerifyReport:
+        """Recompute the hash chain of every thread in scope."""
+        return await self.audit.verify(tenant_id=tenant_id, thread_id=thread_id, until=until)
+
+    async def rebuild(
+        self, *, verify: bool = False, on_progress: Callable[[int, int], None] | None = None
+    ) -> Rebuilt:
+        """Replay the stream into fresh views; with ``verify``, check them against these."""
+        return await self.audit.rebuild(verify=verify, on_progress=on_progress)
 
     async def __aenter__(self) -> Self:
         return self

@@ -1,4 +1,4 @@
-"""Indexed in-memory views of the log, and the pure fold that keeps them.
+"""Indexed in-memory views of the log: what every query answers from.
 
 The views hold each thread and message as the fold decoded it, as msgspec data (see
 :mod:`eventlog.wire`), and make its frozen pydantic model when a query first asks for it,
@@ -6,6 +6,7 @@ then keep that. They are indexed so that no query scans the whole store: by id, 
 (message ids in log order), by execution, and by (tenant, user) sorted by creation time
 with log order breaking ties. They also keep, per thread subject, the last sequence and
 stored bytes, which writers need for optimistic concurrency and the hash chain.
+:meth:`Views.apply` changes them by one event; :mod:`projections.fold` feeds it records.
 """
 
 from __future__ import annotations
@@ -13,53 +14,28 @@ from __future__ import annotations
 import bisect
 import hashlib
 import itertools
-import logging
 import operator
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 import msgspec
 
-from eventlog import (
+from eventlog import Message, MessageDeleted, Thread, ThreadDeleted
+from eventlog.events import (
     DataEvent,
-    EventCodec,
-    LogRecord,
-    MalformedEventError,
-    Message,
     MessageCreatedData,
-    MessageData,
-    MessageDeleted,
     MessageUpdatedData,
-    Subjects,
-    Thread,
     ThreadCreatedData,
-    ThreadData,
-    ThreadDeleted,
     ThreadUpdatedData,
-    ValidationError,
-    parse_utc,
-    utc_text,
 )
+from eventlog.wire import MessageData, ThreadData, parse_utc, utc_text
 from projections._gc import paused_gc
+from projections.errors import EventRejectedError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
-__all__ = [
-    "EventRejectedError",
-    "Projection",
-    "SkippedEvent",
-    "SubjectHead",
-    "ThreadRow",
-    "Views",
-    "ViewsState",
-]
-
-logger = logging.getLogger(__name__)
-
-
-class EventRejectedError(ValidationError):
-    """A well-formed event that does not fit the state, e.g. a message for an unknown thread."""
+__all__ = ["SubjectHead", "ThreadRow", "Views", "ViewsState"]
 
 
 class SubjectHead(msgspec.Struct, frozen=True):
@@ -67,14 +43,6 @@ class SubjectHead(msgspec.Struct, frozen=True):
 
     sequence: int
     payload: bytes
-
-
-class SkippedEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """A record the projection could not apply: counted, kept for inspection, never fatal."""
-
-    sequence: int
-    subject: str
-    reason: str
 
 
 _MESSAGE_DATA = msgspec.json.Decoder(MessageData)
@@ -501,73 +469,3 @@ class Views:
         views._by_owner = {(tenant, user): items for tenant, user, items in state.by_owner}
         views._heads = {s: SubjectHead(sequence, payload) for s, sequence, payload in state.heads}
         return views
-
-
-class Projection:
-    """Folds log records into :class:`Views`, skipping and recording what cannot apply.
-
-    A record that cannot apply (not an event, a newer schema, an event that contradicts
-    the state or arrived on another thread's subject) is skipped, logged and kept in
-    :attr:`skipped`: a bad record on an append-only stream must never stop the projection.
-    """
-
-    def __init__(self, codec: EventCodec | None = None, subjects: Subjects | None = None) -> None:
-        self.views = Views()
-        self.sequence = 0
-        """The last stream sequence folded (applied or skipped)."""
-        self.skipped: list[SkippedEvent] = []
-        self._skipped_at: dict[int, SkippedEvent] = {}
-        self._codec = codec or EventCodec()
-        self._subjects = subjects or Subjects()
-        self._thread_subjects: dict[str, tuple[str, str]] = {}
-        """thread id -> (tenant id, subject): each thread's subject, worked out once."""
-
-    def apply(self, record: LogRecord) -> bool:
-        """Fold one record; a record that cannot apply is skipped, logged and counted.
-
-        Returns whether it applied: False when it was skipped or redelivered.
-        """
-        if record.sequence <= self.sequence:
-            return False  # redelivered: each sequence takes effect once
-        self.views.advance(record.subject, record.sequence, record.data)
-        try:
-            event = self._codec.decode_data(record.data)
-            self._check_subject(record, event)
-            self.views.apply(record.sequence, event)
-        except Exception as err:  # noqa: BLE001 - any record that cannot apply is skipped
-            self._skip(record, err)
-            applied = False
-        else:
-            applied = True
-        self.sequence = record.sequence
-        return applied
-
-    def _check_subject(self, record: LogRecord, event: DataEvent) -> None:
-        """The subject is what the server checked concurrency and permissions on: trust it."""
-        known = self._thread_subjects.get(event.thread_id)
-        if known is not None and known[0] == event.tenant_id:
-            expected = known[1]
-        else:
-            expected = self._subjects.thread(event.tenant_id, event.thread_id)
-            self._thread_subjects[event.thread_id] = (event.tenant_id, expected)
-        if record.subject != expected:
-            raise EventRejectedError(f"an event for {expected!r} arrived on {record.subject!r}")
-
-    def _skip(self, record: LogRecord, err: Exception) -> None:
-        known = isinstance(err, MalformedEventError | EventRejectedError)
-        reason = str(err) if known else f"unexpected {type(err).__name__}: {err}"
-        skipped = SkippedEvent(sequence=record.sequence, subject=record.subject, reason=reason)
-        self.skipped.append(skipped)
-        self._skipped_at[record.sequence] = skipped
-        logger.warning("skipped sequence %d on %s: %s", *msgspec.structs.astuple(skipped))
-
-    def resume(self, views: Views, sequence: int, skipped: Iterable[SkippedEvent]) -> None:
-        """Continue from a saved state (a snapshot): these views, folded up to ``sequence``."""
-        self.views = views
-        self.sequence = sequence
-        self.skipped = list(skipped)
-        self._skipped_at = {record.sequence: record for record in self.skipped}
-
-    def rejection(self, sequence: int) -> SkippedEvent | None:
-        """Why the record at ``sequence`` was skipped, or None if it applied (or is unseen)."""
-        return self._skipped_at.get(sequence)

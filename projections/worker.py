@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 from eventlog import ConvlogError, Gap, LogRecord, MissingRecordsError, ProjectionError
 
 if TYPE_CHECKING:
-    from eventlog import EventLog, Follower
-    from projections.views import Projection
+    from eventlog import EventLog
+    from eventlog.log import Follower
+    from projections.fold import Projection
 
 __all__ = ["ProjectionWorker"]
 

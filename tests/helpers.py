@@ -14,16 +14,19 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
+import nats
 import pytest
+from uuid_utils import uuid7
 
-from eventlog import UnavailableError
+from eventlog import EventLog, StreamSettings, UnavailableError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from eventlog import ConnectionState
+    from eventlog import LogRecord
+    from eventlog.connection import ConnectionState
 
 CONVLOG = Path(sys.executable).parent / "convlog"
 
@@ -205,3 +208,162 @@ async def until_acknowledged(
 def report(scenario: str, **counts: int) -> None:
     """One line of counts per scenario, shown with ``pytest -s`` and quoted in run notes."""
     print(f"[{scenario}] " + " ".join(f"{name}={value}" for name, value in counts.items()))  # noqa: T201
+
+
+# --- copies of a stream (the verify tests) ----------------------------------------------------
+
+
+async def copy_stream(
+    source: EventLog, nats_url: str, rewrite: Callable[[LogRecord], bytes | None]
+) -> EventLog:
+    """A copy of ``source`` in a new stream, each record through ``rewrite`` (None: dropped)."""
+    token = uuid7().hex[-12:]
+    copy = await EventLog.connect(
+        nats_url, stream=StreamSettings(name=f"C{token}", subject_prefix=f"c{token}")
+    )
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    old, new = source.subjects.prefix + ".", copy.subjects.prefix + "."
+    async for record in source.read():
+        data = rewrite(record)
+        if data is not None:
+            await js.publish(new + record.subject.removeprefix(old), data, stream=copy.stream.name)
+    await nc.close()
+    return copy
+
+
+# --- seed documents (the model and wire tests) ----------------------------------------------
+
+GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
+
+
+def message_doc(**changes: Any) -> dict[str, Any]:
+    """Return a minimal valid message document, with top-level keys replaced."""
+    doc: dict[str, Any] = {
+        "id": "msg_1",
+        "thread_id": "thread_1",
+        "execution_id": None,
+        "parent_id": None,
+        "parent_type": "user_message",
+        "role": "user",
+        "content": "hi",
+        "parts": [{"type": "text", "text": "hi"}],
+        "created_at": "2024-05-06T07:08:09.123Z",
+        "updated_at": None,
+        "deleted_at": None,
+        "metadata": {
+            "completed_at": 1,
+            "duration_ms": 2,
+            "model": None,
+            "provider": None,
+            "token_usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+            "stats": None,
+            "finish_reason": None,
+            "cost": {"input_cost": 0.0, "output_cost": 1, "total_cost": 1.5, "currency": "EUR"},
+        },
+    }
+    doc.update(changes)
+    return doc
+
+
+def thread_doc() -> dict[str, Any]:
+    """Return a minimal valid thread document."""
+    return {
+        "id": "thread_1",
+        "tenant_id": "tenant_1",
+        "user_id": "user_1",
+        "title": None,
+        "created_at": "2024-05-06T07:08:09Z",
+        "updated_at": "2024-05-06T07:08:09Z",
+        "deleted_at": None,
+    }
+
+
+EVERY_PART_MESSAGE: dict[str, Any] = {
+    "id": "msg_every_part",
+    "thread_id": "thread_literal",
+    "execution_id": "exec_literal",
+    "parent_id": None,
+    "parent_type": "tool_call",
+    "role": "user",
+    "content": "every part",
+    "parts": [
+        {"type": "text", "text": "hello"},
+        {"type": "reasoning", "text": "hmm"},
+        {
+            "type": "tool-call",
+            "tool_call_id": "tc_1",
+            "tool_name": "search",
+            "args": {"q": "nats", "n": 3, "deep": {"x": [1.5, None, True]}},
+        },
+        {
+            "type": "tool-result",
+            "tool_call_id": "tc_1",
+            "tool_name": "search",
+            "result": ["a", "b"],
+            "is_error": False,
+        },
+        {"type": "source", "source_id": "s1", "url": None, "title": None},
+        {
+            "type": "file",
+            "file_id": "f1",
+            "filename": "a.pdf",
+            "mime_type": "application/pdf",
+            "size_bytes": 2**64 - 1,
+        },
+        {"type": "image", "image_id": "i1", "url": "https://x/y.png", "alt_text": None},
+        {"type": "code", "language": None, "code": "x = 1"},
+    ],
+    "created_at": "2024-05-06T07:08:09.123456Z",
+    "updated_at": "2024-05-06T07:08:10Z",
+    "deleted_at": None,
+    "metadata": {
+        "completed_at": -(2**63),
+        "duration_ms": 0,
+        "model": "m",
+        "provider": None,
+        "token_usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+        "stats": {
+            "llm_calls": 1,
+            "tool_calls": 1,
+            "sub_agents": 0,
+            "steps": 2,
+            "decisions": 0,
+            "artifacts": 2**32 - 1,
+        },
+        "finish_reason": "tool_calls",
+        "cost": {"input_cost": 0.0, "output_cost": 0.5, "total_cost": 0.5, "currency": "USD"},
+    },
+}
+
+
+SERDE_REJECTS: list[tuple[tuple[str, ...], object]] = [
+    (("metadata", "token_usage", "prompt_tokens"), 1.0),
+    (("metadata", "completed_at"), 1.0),
+    (("metadata", "duration_ms"), 2.0),
+    (("metadata", "token_usage", "total_tokens"), True),
+    (("metadata", "token_usage", "total_tokens"), "3"),
+    (("metadata", "token_usage", "prompt_tokens"), -1),
+    (("metadata", "token_usage", "prompt_tokens"), 2**32),
+    (("metadata", "duration_ms"), -1),
+    (("metadata", "duration_ms"), 2**64),
+    (("metadata", "completed_at"), 2**63),
+    (("metadata", "cost", "input_cost"), "0.5"),
+    (("metadata", "finish_reason"), "Stop"),
+    (("role",), "User"),
+    (("parent_type",), "tool-call"),
+    (("content",), 5),
+    (("created_at",), 1715000000),
+    (("created_at",), "2024-05-06T07:08:09"),
+    (("created_at",), "2024-05-06"),
+]
+
+
+BAD_PARTS: list[dict[str, Any]] = [
+    {"type": "video", "video_id": "v"},
+    {"text": "no tag"},
+    {"type": "Text", "text": "wrong case"},
+    {"type": "tool_call", "tool_call_id": "t", "tool_name": "n", "args": None},
+    {"type": "tool-result", "tool_call_id": "t", "tool_name": "n", "result": 1, "is_error": 1},
+    {"type": "file", "file_id": "f", "filename": "a", "mime_type": "b", "size_bytes": 1.0},
+]

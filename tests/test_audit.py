@@ -18,8 +18,8 @@ from eventlog import (
     ValidationError,
     event_context,
 )
-from projections import MessageStore, ReadOnlyError
-from projections.cli import weather_conversation
+from projections import Audit, MessageStore, ReadOnlyError, rebuild
+from projections.cli.demo import weather_conversation
 
 if TYPE_CHECKING:
     from conftest import StoreFactory
@@ -246,3 +246,24 @@ async def test_read_only_store_refuses_every_write(connect_store: StoreFactory) 
     assert await store.log.last_sequence() == 4
     with pytest.raises(ValidationError):
         await store.at(-1)
+
+
+async def test_audit_is_a_part_built_from_a_log_and_a_projection(
+    connect_store: StoreFactory,
+) -> None:
+    """store.audit answers what the store's methods do; an Audit over any projection of the
+    log reads the same history, and rebuilds and verifies up to where that projection is."""
+    store = await connect_store()
+    thread, message = await edited_and_deleted(store)
+    history = await store.history(message.id)
+    assert await store.audit.history(message.id) == history
+    assert await store.audit.thread_history(thread.id) == await store.thread_history(thread.id)
+
+    partial = await rebuild(store.log, until=2)
+    audit = Audit(store.log, partial.projection)
+    assert await audit.history(message.id) == history  # read from the log, not the views
+    checked = await audit.rebuild(verify=True)
+    assert (checked.sequence, checked.digest) == (2, partial.digest)
+    assert (await audit.verify()).ok
+    past = await audit.at(2)
+    assert await past.get_message(message.id) == history[0].state

@@ -5,28 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from test_verify import copy_stream
+from helpers import copy_stream
 from uuid_utils import uuid7
 
-from eventlog import (
-    EventLog,
-    Message,
-    StreamSettings,
-    Thread,
-    ThreadDeleted,
-    event_context,
-    event_digest,
-    new_event_id,
-)
+from eventlog import EventLog, Message, StreamSettings, Thread, ThreadDeleted, event_context
+from eventlog.events import event_digest, new_event_id
 from projections import JetStreamMessageStore
-from projections.cli import main, weather_conversation
+from projections.cli import main
+from projections.cli.demo import weather_conversation
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     import pytest
 
 
@@ -433,3 +426,148 @@ def test_import_of_an_export_without_a_trailer_needs_the_flag(
     assert "--allow-missing-root" in captured.err
     out = run(capsys, target, "import", "--nats-url", nats_url, "--allow-missing-root", str(export))
     assert "imported 5 events" in out
+
+
+DOCS = Path(__file__).parent.parent / "docs" / "cli.md"
+
+
+def documented_fields() -> dict[str, set[str]]:
+    """docs/cli.md's field tables: command -> field paths (``entries[].sequence``, ...)."""
+    fields: dict[str, set[str]] = {}
+    command = ""
+    for line in DOCS.read_text(encoding="utf-8").splitlines():
+        if heading := re.fullmatch(r"### `convlog (\w+)`", line):
+            command = heading[1]
+            fields[command] = set()
+        elif row := re.match(r"\| `([\w.\[\]]+)` \|", line):
+            fields[command].add(row[1])
+    return fields
+
+
+def assert_documented(value: dict[str, Any], paths: set[str], prefix: str = "") -> None:
+    """``value`` has exactly the documented fields, and so has each documented object in it."""
+    under = {path.removeprefix(prefix) for path in paths if path.startswith(prefix)}
+    own = {name for name in under if "." not in name}
+    assert set(value) == own, f"{prefix or 'top level'}: {sorted(value)} vs docs {sorted(own)}"
+    for name in own:
+        child = value[name]
+        if isinstance(child, list) and f"{name}[]" in {n.split(".")[0] for n in under}:
+            for item in child:
+                assert_documented(item, paths, f"{prefix}{name}[].")
+        elif isinstance(child, dict) and any(n.startswith(f"{name}.") for n in under):
+            assert_documented(child, paths, f"{prefix}{name}.")
+
+
+class JsonRun:
+    """A log with a conversation and dead letters, and its commands' --json documents."""
+
+    def __init__(
+        self, capsys: pytest.CaptureFixture[str], nats_url: str, settings: StreamSettings
+    ) -> None:
+        self.written = write(nats_url, settings)
+        self.dead = asyncio.run(
+            _publish_dead_letters(nats_url, settings, self.written, unlinked=False)
+        )
+        self.docs = documented_fields()
+        self.url = ("--nats-url", nats_url, "--json")
+        self._capsys = capsys
+        self._settings = settings
+
+    def document(self, *args: str, target: StreamSettings | None = None) -> dict[str, Any]:
+        """``convlog ARGS --json``'s document; expect exit 0."""
+        code, captured = invoke(self._capsys, target or self._settings, *args, *self.url)
+        assert code == 0, captured.err
+        parsed: dict[str, Any] = json.loads(captured.out)
+        return parsed
+
+
+def test_docs_list_a_json_schema_for_every_command_that_prints_a_result() -> None:
+    assert set(documented_fields()) == {
+        "tail", "history", "replay", "show", "verify", "stats", "rebuild", "snapshot", "export",
+        "import",
+    }  # fmt: skip
+
+
+def test_json_of_tail_history_replay_and_show_has_the_documented_fields(
+    nats_url: str, stream_settings: StreamSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each command's --json parses and has exactly the fields docs/cli.md lists for it."""
+    runs = JsonRun(capsys, nats_url, stream_settings)
+    written, docs, url, document = runs.written, runs.docs, runs.url, runs.document
+    thread = str(written.thread.id)
+    tail = run(capsys, stream_settings, "tail", *url, "--from", "1", "--no-follow")
+    lines = [json.loads(line) for line in tail.splitlines()]
+    assert [line["sequence"] for line in lines] == [1, 2, 3, 4, 5, 8]  # 6, 7: not readable
+    for line in lines:
+        assert_documented(line, docs["tail"])
+    history = document("history", "--message", str(written.edited.id))
+    assert_documented(history, docs["history"])
+    assert (history["message_id"], history["thread_id"]) == (written.edited.id, None)
+    assert [entry["event_type"] for entry in history["entries"]] == [
+        "message.created",
+        "message.updated",
+    ]
+    assert_documented(document("history", "--thread", thread), docs["history"])
+    replay = document("replay", "--execution", written.execution_id)
+    assert_documented(replay, docs["replay"])
+    assert replay["summary"]["total_tokens"] == 508
+    assert_documented(document("replay", "--thread", thread), docs["replay"])
+    show = document("show", "--thread", thread, "--at", "3")
+    assert_documented(show, docs["show"])
+    assert (show["sequence"], show["thread"]["id"], len(show["messages"])) == (3, thread, 2)
+
+
+def test_json_of_checks_and_transfers_has_the_documented_fields(
+    nats_url: str,
+    stream_settings: StreamSettings,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """verify, stats, rebuild, snapshot, export (its summary) and import, as docs/cli.md says."""
+    runs = JsonRun(capsys, nats_url, stream_settings)
+    written, docs, url, document, dead = (
+        runs.written, runs.docs, runs.url, runs.document, runs.dead
+    )  # fmt: skip
+    verify = document("verify")
+    assert_documented(verify, docs["verify"])
+    assert (verify["ok"], verify["events"], verify["breaks"], verify["missing"]) == (
+        True,
+        8,
+        [],
+        [],
+    )
+    assert [letter["sequence"] for letter in verify["dead_letters"]] == dead
+    stats = document("stats")
+    assert_documented(stats, docs["stats"])
+    assert (stats["threads"], stats["applied_sequence"]) == (1, 8)
+    rebuild = document("rebuild", "--verify")
+    assert_documented(rebuild, docs["rebuild"])
+    assert (rebuild["events"], rebuild["verified"], rebuild["live_restored_from"]) == (
+        8,
+        True,
+        None,
+    )
+    snapshot = document("snapshot")
+    assert_documented(snapshot, docs["snapshot"])
+    assert snapshot["name"] == "views-00000000000000000008"
+    export = tmp_path / "all.jsonl"
+    code, captured = invoke(capsys, stream_settings, "export", *url, "-o", str(export))
+    assert code == 0
+    summary = json.loads(captured.err)
+    assert_documented(summary, docs["export"])
+    assert (summary["events"], summary["not_exported"]) == (6, [6, 7])  # 6, 7: not events
+    target = other_stream()
+    imported = document("import", str(export), target=target)
+    assert_documented(imported, docs["import"])
+    assert (imported["stream"], imported["appended"], imported["already_present"]) == (
+        target.name,
+        6,
+        0,
+    )
+    asyncio.run(
+        _publish_dead_letters(nats_url, stream_settings, written, linked=False, unlinked=True)
+    )
+    code, captured = invoke(capsys, stream_settings, "verify", *url)
+    broken = json.loads(captured.out)
+    assert (code, broken["ok"], [b["sequence"] for b in broken["breaks"]]) == (1, False, [9])
+    assert_documented(broken, docs["verify"])

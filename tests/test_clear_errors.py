@@ -27,11 +27,10 @@ from eventlog import (
     ThreadCreated,
     UnavailableError,
     ValidationError,
-    event_digest,
-    find_nats_server,
-    new_event_id,
     verify_chains,
 )
+from eventlog.events import event_digest, new_event_id
+from eventlog.server import find_nats_server
 from projections import InMemoryMessageStore, JetStreamMessageStore
 
 if TYPE_CHECKING:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import signal
 import subprocess
 import time
@@ -12,6 +14,7 @@ from helpers import CONVLOG, OutputLines, env_without_nats_url, run_convlog
 
 import eventlog.server
 from eventlog import (
+    EmbeddedNats,
     EmbeddedServerError,
     Message,
     StreamSettings,
@@ -25,6 +28,7 @@ from projections.cli import main
 from projections.commands import utc_now
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
 
@@ -171,3 +175,79 @@ async def test_output_to_a_closed_pipe_ends_quietly(
     assert process.returncode == 141  # 128 + SIGPIPE, as a shell reports it
     assert b"Traceback" not in stderr, stderr
     assert b"BrokenPipe" not in stderr, stderr
+
+
+PASSWORD = "s3cret"  # noqa: S105 - the test server's only password
+
+
+@pytest.fixture
+def locked_server(tmp_path: Path) -> Iterator[str]:
+    """A server of this test's own that lets in user alice with PASSWORD, and nobody else."""
+    server = EmbeddedNats(
+        data_dir=tmp_path / "locked",
+        extra_config=f'authorization {{ users: [ {{ user: alice, password: "{PASSWORD}" }} ] }}',
+    )
+    asyncio.run(server.start())
+    try:
+        yield server.url
+    finally:
+        asyncio.run(server.stop())
+
+
+def test_connection_settings_flags_beat_environment_beat_context(
+    locked_server: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The nats CLI's settings: a context gives the server and login, NATS_* beat it, flags beat
+    both; a wrong password from the winning source is refused (exit 1, one line)."""
+    config = tmp_path / "config"
+    (config / "nats" / "context").mkdir(parents=True)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(config))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))  # never the user's data dir
+    for name in ("NATS_URL", "NATS_CONTEXT", "NATS_USER", "NATS_PASSWORD", "NATS_CREDS"):
+        monkeypatch.delenv(name, raising=False)
+
+    def context(name: str, password: str) -> None:
+        document = {"url": locked_server, "user": "alice", "password": password}
+        (config / "nats" / "context" / f"{name}.json").write_text(json.dumps(document))
+
+    def stats(*flags: str) -> int:
+        code = main(["stats", "--json", "--connect-timeout", "2", "--stream", "LOCKED", *flags])
+        captured = capsys.readouterr()
+        if code == 0:
+            assert json.loads(captured.out)["stream"] == "LOCKED"
+        else:
+            assert captured.out == ""
+            assert len(captured.err.strip().splitlines()) == 1, captured.err
+        return code
+
+    context("lab", PASSWORD)
+    context("stale", "wrong")
+    (config / "nats" / "context.txt").write_text("lab")
+    assert stats() == 0  # the selected context: its URL, user and password
+    assert stats("--context", "stale") == 1  # a named context beats the selected one
+    monkeypatch.setenv("NATS_CONTEXT", "stale")
+    assert stats() == 1
+    monkeypatch.setenv("NATS_PASSWORD", PASSWORD)
+    assert stats() == 0  # the environment beats the context
+    assert stats("--password", "wrong") == 1  # a flag beats the environment
+    monkeypatch.setenv("NATS_PASSWORD", "wrong")
+    assert stats() == 1
+    assert stats("--password", PASSWORD) == 0
+    monkeypatch.setenv("NATS_URL", "nats://127.0.0.1:1")
+    assert stats("--password", PASSWORD) == 1  # NATS_URL beats the context's URL
+    assert stats("--password", PASSWORD, "--nats-url", locked_server) == 0
+
+
+def test_a_missing_context_is_a_one_line_error_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    code = main(["stats", "--context", "nowhere"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert str(tmp_path / "nats" / "context" / "nowhere.json") in captured.err
+    assert len(captured.err.strip().splitlines()) == 1
+    assert captured.out == ""

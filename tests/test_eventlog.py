@@ -22,13 +22,13 @@ from eventlog import (
     MessageCreated,
     PayloadTooLargeError,
     StreamSettings,
-    Subjects,
     Thread,
     ThreadCreated,
     UnavailableError,
     ValidationError,
-    new_event_id,
 )
+from eventlog.events import new_event_id
+from eventlog.subjects import Subjects
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -14,16 +14,9 @@ from typing import TYPE_CHECKING
 import pytest
 from helpers import report, until_acknowledged
 
-from eventlog import (
-    BlobBucket,
-    ConnectOptions,
-    EventLog,
-    Message,
-    Thread,
-    ThreadCreated,
-    UnavailableError,
-    new_event_id,
-)
+from eventlog import ConnectOptions, EventLog, Message, Thread, ThreadCreated, UnavailableError
+from eventlog.blobs import BlobBucket
+from eventlog.events import new_event_id
 from projections import JetStreamMessageStore, SnapshotPolicy, rebuild
 
 if TYPE_CHECKING:

@@ -9,12 +9,12 @@ from eventlog import (
     ConflictError,
     ConnectOptions,
     EventLog,
-    GroupCommit,
     LogRecord,
     Message,
     Thread,
     UnavailableError,
 )
+from eventlog.group import GroupCommit
 from tests.test_eventlog import collect, message_created, thread_created
 
 if TYPE_CHECKING:

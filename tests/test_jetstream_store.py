@@ -17,8 +17,8 @@ from eventlog import (
     StreamSettings,
     Thread,
     event_context,
-    event_digest,
 )
+from eventlog.events import event_digest
 from projections import JetStreamMessageStore
 
 if TYPE_CHECKING:

@@ -8,6 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import (
+    BAD_PARTS,
+    EVERY_PART_MESSAGE,
+    GOLDEN_DIR,
+    SERDE_REJECTS,
+    message_doc,
+    thread_doc,
+)
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
@@ -36,7 +44,6 @@ from eventlog.model import (
 
 # A copy of ../shared/seed/golden (JSON written by the seed's Rust types through serde), kept
 # in the repo so a clone alone passes; test_golden_copy_matches_the_seed catches drift.
-GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
 SEED_GOLDEN_DIR = Path(__file__).resolve().parents[2] / "shared" / "seed" / "golden"
 TIMESTAMP_KEYS = ("created_at", "updated_at", "deleted_at")
 AnyId = TenantId | UserId | ThreadId | MessageId | ExecutionId
@@ -107,47 +114,6 @@ def _assert_round_trips(model: type[BaseModel], expected: dict[str, Any]) -> Non
     assert model.model_validate_json(loaded.model_dump_json()) == loaded
 
 
-def _message_doc(**changes: Any) -> dict[str, Any]:
-    """Return a minimal valid message document, with top-level keys replaced."""
-    doc: dict[str, Any] = {
-        "id": "msg_1",
-        "thread_id": "thread_1",
-        "execution_id": None,
-        "parent_id": None,
-        "parent_type": "user_message",
-        "role": "user",
-        "content": "hi",
-        "parts": [{"type": "text", "text": "hi"}],
-        "created_at": "2024-05-06T07:08:09.123Z",
-        "updated_at": None,
-        "deleted_at": None,
-        "metadata": {
-            "completed_at": 1,
-            "duration_ms": 2,
-            "model": None,
-            "provider": None,
-            "token_usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
-            "stats": None,
-            "finish_reason": None,
-            "cost": {"input_cost": 0.0, "output_cost": 1, "total_cost": 1.5, "currency": "EUR"},
-        },
-    }
-    doc.update(changes)
-    return doc
-
-
-def _thread_doc() -> dict[str, Any]:
-    return {
-        "id": "thread_1",
-        "tenant_id": "tenant_1",
-        "user_id": "user_1",
-        "title": None,
-        "created_at": "2024-05-06T07:08:09Z",
-        "updated_at": "2024-05-06T07:08:09Z",
-        "deleted_at": None,
-    }
-
-
 def _load_message(doc: dict[str, Any]) -> Message:
     return Message.model_validate_json(json.dumps(doc))
 
@@ -208,63 +174,6 @@ def test_golden_nine_digit_timestamp_is_truncated_not_rounded() -> None:
 # --- a literal document, written here ------------------------------------------------------
 
 _T0 = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
-
-EVERY_PART_MESSAGE: dict[str, Any] = {
-    "id": "msg_every_part",
-    "thread_id": "thread_literal",
-    "execution_id": "exec_literal",
-    "parent_id": None,
-    "parent_type": "tool_call",
-    "role": "user",
-    "content": "every part",
-    "parts": [
-        {"type": "text", "text": "hello"},
-        {"type": "reasoning", "text": "hmm"},
-        {
-            "type": "tool-call",
-            "tool_call_id": "tc_1",
-            "tool_name": "search",
-            "args": {"q": "nats", "n": 3, "deep": {"x": [1.5, None, True]}},
-        },
-        {
-            "type": "tool-result",
-            "tool_call_id": "tc_1",
-            "tool_name": "search",
-            "result": ["a", "b"],
-            "is_error": False,
-        },
-        {"type": "source", "source_id": "s1", "url": None, "title": None},
-        {
-            "type": "file",
-            "file_id": "f1",
-            "filename": "a.pdf",
-            "mime_type": "application/pdf",
-            "size_bytes": 2**64 - 1,
-        },
-        {"type": "image", "image_id": "i1", "url": "https://x/y.png", "alt_text": None},
-        {"type": "code", "language": None, "code": "x = 1"},
-    ],
-    "created_at": "2024-05-06T07:08:09.123456Z",
-    "updated_at": "2024-05-06T07:08:10Z",
-    "deleted_at": None,
-    "metadata": {
-        "completed_at": -(2**63),
-        "duration_ms": 0,
-        "model": "m",
-        "provider": None,
-        "token_usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
-        "stats": {
-            "llm_calls": 1,
-            "tool_calls": 1,
-            "sub_agents": 0,
-            "steps": 2,
-            "decisions": 0,
-            "artifacts": 2**32 - 1,
-        },
-        "finish_reason": "tool_calls",
-        "cost": {"input_cost": 0.0, "output_cost": 0.5, "total_cost": 0.5, "currency": "USD"},
-    },
-}
 
 
 def _every_part_message() -> Message:
@@ -367,7 +276,7 @@ def test_thread_writes_nulls_and_z_timestamps() -> None:
 )
 def test_message_missing_required_field_is_rejected(field: str) -> None:
     """A message document without a field serde requires is rejected, naming the field."""
-    doc = _message_doc()
+    doc = message_doc()
     del doc[field]
     with pytest.raises(PydanticValidationError) as caught:
         _load_message(doc)
@@ -377,7 +286,7 @@ def test_message_missing_required_field_is_rejected(field: str) -> None:
 @pytest.mark.parametrize("field", ["id", "tenant_id", "user_id", "created_at", "updated_at"])
 def test_thread_missing_required_field_is_rejected(field: str) -> None:
     """A thread document without a field serde requires is rejected."""
-    doc = _thread_doc()
+    doc = thread_doc()
     del doc[field]
     with pytest.raises(PydanticValidationError):
         Thread.model_validate_json(json.dumps(doc))
@@ -385,7 +294,7 @@ def test_thread_missing_required_field_is_rejected(field: str) -> None:
 
 def test_missing_optional_fields_read_as_none() -> None:
     """Optional fields may be left out, as serde reads a missing Option as None."""
-    doc = _message_doc()
+    doc = message_doc()
     for key in ("execution_id", "parent_id", "updated_at", "deleted_at"):
         del doc[key]
     doc["metadata"] = {}
@@ -395,14 +304,14 @@ def test_missing_optional_fields_read_as_none() -> None:
     assert message.updated_at is None
     assert message.metadata == MessageMetadata()
     assert message.parts == (SourcePart(source_id="s"), CodePart(code="c"))
-    thread_doc = _thread_doc()
-    del thread_doc["title"], thread_doc["deleted_at"]
-    assert Thread.model_validate_json(json.dumps(thread_doc)).title is None
+    thread = thread_doc()
+    del thread["title"], thread["deleted_at"]
+    assert Thread.model_validate_json(json.dumps(thread)).title is None
 
 
 def test_unknown_fields_are_ignored() -> None:
     """Unknown fields at any level are dropped, as serde ignores them by default."""
-    doc = _message_doc(future_field=1)
+    doc = message_doc(future_field=1)
     doc["parts"] = [{"type": "text", "text": "hi", "lang": "en"}]
     doc["metadata"] = {**doc["metadata"], "temperature": 0.2}
     message = _load_message(doc)
@@ -412,26 +321,6 @@ def test_unknown_fields_are_ignored() -> None:
     assert "temperature" not in written["metadata"]
 
 
-SERDE_REJECTS: list[tuple[tuple[str, ...], object]] = [
-    (("metadata", "token_usage", "prompt_tokens"), 1.0),
-    (("metadata", "completed_at"), 1.0),
-    (("metadata", "duration_ms"), 2.0),
-    (("metadata", "token_usage", "total_tokens"), True),
-    (("metadata", "token_usage", "total_tokens"), "3"),
-    (("metadata", "token_usage", "prompt_tokens"), -1),
-    (("metadata", "token_usage", "prompt_tokens"), 2**32),
-    (("metadata", "duration_ms"), -1),
-    (("metadata", "duration_ms"), 2**64),
-    (("metadata", "completed_at"), 2**63),
-    (("metadata", "cost", "input_cost"), "0.5"),
-    (("metadata", "finish_reason"), "Stop"),
-    (("role",), "User"),
-    (("parent_type",), "tool-call"),
-    (("content",), 5),
-    (("created_at",), 1715000000),
-    (("created_at",), "2024-05-06T07:08:09"),
-    (("created_at",), "2024-05-06"),
-]
 """(path, value): a message document with ``value`` at ``path`` is refused, as serde does."""
 
 
@@ -439,7 +328,7 @@ SERDE_REJECTS: list[tuple[tuple[str, ...], object]] = [
 def test_values_serde_rejects_are_rejected(path: tuple[str, ...], value: object) -> None:
     """Floats, bools or strings for integers, out-of-range integers, wrong-case enums,
     numbers for timestamps and naive timestamps are all rejected, as serde rejects them."""
-    doc = copy.deepcopy(_message_doc())
+    doc = copy.deepcopy(message_doc())
     target = doc
     for key in path[:-1]:
         target = target[key]
@@ -448,14 +337,6 @@ def test_values_serde_rejects_are_rejected(path: tuple[str, ...], value: object)
         _load_message(doc)
 
 
-BAD_PARTS: list[dict[str, Any]] = [
-    {"type": "video", "video_id": "v"},
-    {"text": "no tag"},
-    {"type": "Text", "text": "wrong case"},
-    {"type": "tool_call", "tool_call_id": "t", "tool_name": "n", "args": None},
-    {"type": "tool-result", "tool_call_id": "t", "tool_name": "n", "result": 1, "is_error": 1},
-    {"type": "file", "file_id": "f", "filename": "a", "mime_type": "b", "size_bytes": 1.0},
-]
 """Parts with an unknown or missing tag, or a wrongly typed field."""
 
 
@@ -463,25 +344,25 @@ BAD_PARTS: list[dict[str, Any]] = [
 def test_bad_parts_are_rejected(part: dict[str, Any]) -> None:
     """Unknown or missing part tags and wrongly typed part fields are rejected."""
     with pytest.raises(PydanticValidationError):
-        _load_message(_message_doc(parts=[part]))
+        _load_message(message_doc(parts=[part]))
 
 
 def test_f64_fields_take_json_integers() -> None:
     """serde's f64 reads a JSON integer; so do the cost fields."""
-    assert _load_message(_message_doc()).metadata.cost == CostInfo(
+    assert _load_message(message_doc()).metadata.cost == CostInfo(
         input_cost=0.0, output_cost=1.0, total_cost=1.5, currency="EUR"
     )
 
 
 def test_nine_digit_fraction_is_accepted_and_truncated() -> None:
     """A nanosecond timestamp loads, truncated (not rounded) to microseconds."""
-    message = _load_message(_message_doc(created_at="2024-05-06T07:08:09.999999999Z"))
+    message = _load_message(message_doc(created_at="2024-05-06T07:08:09.999999999Z"))
     assert message.created_at == datetime(2024, 5, 6, 7, 8, 9, 999999, tzinfo=UTC)
 
 
 def test_offset_timestamp_is_normalised_to_utc() -> None:
     """A timestamp with an offset loads as UTC and writes back with Z."""
-    message = _load_message(_message_doc(created_at="2024-05-06T09:08:09.5+02:00"))
+    message = _load_message(message_doc(created_at="2024-05-06T09:08:09.5+02:00"))
     assert message.model_dump(mode="json")["created_at"] == "2024-05-06T07:08:09.500000Z"
 
 
@@ -732,12 +613,12 @@ def test_from_string_accepts_any_other_text(value: str) -> None:
 
 def test_pydantic_fields_validate_ids_into_their_classes() -> None:
     """Model fields typed with id classes hold those classes and dump as plain str."""
-    message = _load_message(_message_doc(execution_id="exec_1", parent_id="msg_0"))
+    message = _load_message(message_doc(execution_id="exec_1", parent_id="msg_0"))
     assert type(message.id) is MessageId
     assert type(message.thread_id) is ThreadId
     assert type(message.execution_id) is ExecutionId
     assert type(message.parent_id) is MessageId
-    thread = Thread.model_validate(_thread_doc())
+    thread = Thread.model_validate(thread_doc())
     assert (type(thread.id), type(thread.tenant_id), type(thread.user_id)) == (
         ThreadId,
         TenantId,
@@ -756,7 +637,7 @@ def test_pydantic_fields_validate_ids_into_their_classes() -> None:
 def test_pydantic_id_errors_name_the_field(field: str, value: str, text: str) -> None:
     """A bad id inside a document fails validation at that field, with our sentence."""
     with pytest.raises(PydanticValidationError) as caught:
-        _load_message(_message_doc(**{field: value}))
+        _load_message(message_doc(**{field: value}))
     (error,) = caught.value.errors()
     assert error["loc"] == (field,)
     assert text in error["msg"]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import io
 from typing import TYPE_CHECKING
 
 import pytest
 
 from eventlog import Message, Thread
-from projections import Progress, Projection, rebuild, replay
+from projections import rebuild
+from projections.cli.progress import progress_on_stderr
+from projections.fold import Projection
+from projections.rebuild import replay
 
 if TYPE_CHECKING:
     from conftest import StoreFactory
@@ -42,9 +44,33 @@ async def test_rebuild_replays_the_stream_into_views_equal_to_the_live_ones(
 async def test_rebuild_of_an_empty_stream_is_empty(connect_store: StoreFactory) -> None:
     """An empty stream rebuilds into empty views, at once."""
     store = await connect_store()
-    rebuilt = await store.rebuild(verify=True)
+    seen: list[tuple[int, int]] = []
+    rebuilt = await store.rebuild(verify=True, on_progress=lambda *call: seen.append(call))
     assert (rebuilt.events, rebuilt.sequence, rebuilt.rate) == (0, 0, 0.0)
     assert rebuilt.digest == store.views.digest()
+    assert seen == [(0, 0)]
+
+
+async def test_rebuild_and_replay_report_progress_to_a_callback(
+    connect_store: StoreFactory,
+) -> None:
+    """on_progress(done, total): a rebuild's total is exact, first call (0, total); replay's
+    total is what it folded plus what the server still holds, equal at the end."""
+    store = await connect_store()
+    thread = Thread.new("acme", "alice")
+    await store.create_thread(thread)
+    for turn in range(4):
+        await store.create_message(Message.user(thread.id, f"turn {turn}"))
+    seen: list[tuple[int, int]] = []
+    await rebuild(store.log, until=3, on_progress=lambda *call: seen.append(call))
+    assert seen == [(0, 3), (1, 3), (2, 3), (3, 3)]
+    seen.clear()
+    await store.rebuild(on_progress=lambda *call: seen.append(call))
+    assert seen == [(done, 5) for done in range(6)]
+    seen.clear()
+    projection = Projection(store.log.codec, store.log.subjects)
+    assert await replay(store.log, projection, on_progress=lambda *call: seen.append(call)) == 5
+    assert seen == [(done, 5) for done in range(1, 6)]
 
 
 async def test_an_error_in_replay_reaches_its_caller(connect_store: StoreFactory) -> None:
@@ -63,46 +89,14 @@ async def test_an_error_in_replay_reaches_its_caller(connect_store: StoreFactory
     assert projection.sequence == 1
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class _Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
-
-
-def test_progress_writes_plain_lines_into_a_file() -> None:
-    """Off a terminal, progress is a plain line every few seconds, and a final line."""
-    out, clock = io.StringIO(), _Clock()
-    progress = Progress(1000, out=out, clock=clock)
-    progress.update(10)
-    assert out.getvalue() == ""  # too soon for a line
-    clock.now += 5
-    progress.update(500)
-    clock.now += 5
-    progress.finish()
-    lines = out.getvalue().splitlines()
-    assert lines == [
-        "rebuild: 500 / 1,000 events (50%), 100 events/s, ETA 5s",
-        "rebuild: 500 events in 10.00s (50 events/s)",
-    ]
-
-
-def test_progress_redraws_one_line_on_a_terminal() -> None:
-    """On a terminal, progress redraws one line in place and ends it with a newline."""
-    out, clock = _Terminal(), _Clock()
-    progress = Progress(200, label="replay", out=out, clock=clock)
-    for done in (50, 100, 200):
-        clock.now += 0.5
-        progress.update(done)
-    progress.finish()
-    text = out.getvalue()
-    assert text.count("\r\x1b[K") == 4
-    assert "\r\x1b[Kreplay: 100 / 200 events (50%), 100 events/s, ETA 1s" in text
-    assert text.endswith("\r\x1b[Kreplay: 200 events in 1.50s (133 events/s)\n")
-    assert "\n" not in text[:-1]
+def test_progress_on_stderr_ends_with_one_summary_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Off a terminal the CLI's progress draws no bar, then leaves one line with the count."""
+    with progress_on_stderr("rebuild") as on_progress:
+        on_progress(0, 1000)
+        on_progress(1000, 1000)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("rebuild: 1,000 events in ")
+    assert lines[0].endswith(" events/s)")

@@ -13,7 +13,8 @@ import nats
 import pytest
 from nats.js import api
 
-from eventlog import EmbeddedNats, EmbeddedServerError, find_nats_server
+from eventlog import EmbeddedNats, EmbeddedServerError
+from eventlog.server import find_nats_server
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

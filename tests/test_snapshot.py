@@ -9,14 +9,10 @@ import msgspec
 import nats
 import pytest
 
-from eventlog import BlobBucket, Message, Thread
-from projections import (
-    JetStreamMessageStore,
-    RebuildMismatchError,
-    Snapshot,
-    SnapshotPolicy,
-    ViewsState,
-)
+from eventlog import Message, Thread, ValidationError
+from eventlog.blobs import BlobBucket
+from projections import JetStreamMessageStore, RebuildMismatchError, SnapshotPolicy
+from projections.snapshot import Snapshot
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -24,6 +20,7 @@ if TYPE_CHECKING:
     from conftest import StoreFactory
 
     from eventlog import StreamSettings
+    from projections.views import ViewsState
 
 
 async def conversation(store: JetStreamMessageStore, turns: int = 4) -> Thread:
@@ -306,8 +303,8 @@ async def test_skipped_records_are_kept_across_a_restore(
 
 
 def test_policy_values_are_checked() -> None:
-    """A policy that could never write or keep a snapshot is refused at once."""
-    with pytest.raises(ValueError, match="every must be at least 1"):
+    """A policy that could never write or keep a snapshot is refused at once: ValidationError."""
+    with pytest.raises(ValidationError, match="every must be at least 1"):
         SnapshotPolicy(every=0)
-    with pytest.raises(ValueError, match="keep must be at least 1"):
+    with pytest.raises(ValidationError, match="keep must be at least 1"):
         SnapshotPolicy(keep=0)

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
-from eventlog import Subjects, ValidationError, decode_token, encode_token
+from eventlog import ValidationError
+from eventlog.subjects import Subjects, decode_token, encode_token
 
 TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 ids = st.text(min_size=1, max_size=64)

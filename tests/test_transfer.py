@@ -20,12 +20,11 @@ from eventlog import (
     MessageCreated,
     StreamSettings,
     Thread,
-    event_digest,
     export_events,
     import_events,
-    new_event_id,
     verify_chains,
 )
+from eventlog.events import event_digest, new_event_id
 from projections import rebuild
 
 if TYPE_CHECKING:

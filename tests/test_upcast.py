@@ -11,7 +11,6 @@ import pytest
 
 from eventlog import (
     SCHEMA_VERSION,
-    EventCodec,
     MalformedEventError,
     Message,
     MessageCreated,
@@ -19,8 +18,8 @@ from eventlog import (
     Thread,
     Upcasters,
     ValidationError,
-    event_digest,
 )
+from eventlog.events import EventCodec, event_digest
 from projections import rebuild
 
 if TYPE_CHECKING:

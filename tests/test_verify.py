@@ -5,19 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import msgspec
-import nats
 import pytest
-from uuid_utils import uuid7
+from helpers import copy_stream
 
-from eventlog import (
-    ChainVerifier,
-    EventLog,
-    LogRecord,
-    Message,
-    StreamSettings,
-    Thread,
-    verify_chains,
-)
+from eventlog import LogRecord, Message, Thread, verify_chains
+from eventlog.verify import ChainVerifier
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -41,25 +33,6 @@ async def two_threads(store: JetStreamMessageStore) -> tuple[Thread, Thread]:
     await store.update_message(edited.model_copy(update={"content": "edited"}))
     await store.delete_message(edited.id)
     return acme, globex
-
-
-async def copy_stream(
-    source: EventLog, nats_url: str, rewrite: Callable[[LogRecord], bytes | None]
-) -> EventLog:
-    """A copy of ``source`` in a new stream, each record through ``rewrite`` (None: dropped)."""
-    token = uuid7().hex[-12:]
-    copy = await EventLog.connect(
-        nats_url, stream=StreamSettings(name=f"C{token}", subject_prefix=f"c{token}")
-    )
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    old, new = source.subjects.prefix + ".", copy.subjects.prefix + "."
-    async for record in source.read():
-        data = rewrite(record)
-        if data is not None:
-            await js.publish(new + record.subject.removeprefix(old), data, stream=copy.stream.name)
-    await nc.close()
-    return copy
 
 
 async def test_intact_chains_verify_ok(connect_store: StoreFactory) -> None:

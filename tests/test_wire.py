@@ -14,27 +14,18 @@ import re
 from typing import Any
 
 import pytest
-from test_model import (
+from helpers import (
     BAD_PARTS,
     EVERY_PART_MESSAGE,
     GOLDEN_DIR,
     SERDE_REJECTS,
-    _message_doc,
-    _thread_doc,
+    message_doc,
+    thread_doc,
 )
 
-from eventlog import (
-    EventCodec,
-    MalformedEventError,
-    Message,
-    MessageCreated,
-    MessageCreatedData,
-    Thread,
-    ThreadCreated,
-    ThreadCreatedData,
-    new_event_id,
-)
-from projections.cli import weather_conversation
+from eventlog import MalformedEventError, Message, MessageCreated, Thread, ThreadCreated
+from eventlog.events import EventCodec, MessageCreatedData, ThreadCreatedData, new_event_id
+from projections.cli.demo import weather_conversation
 
 CODEC = EventCodec()
 
@@ -84,7 +75,7 @@ def _assert_agree(payload: bytes) -> None:
 
 
 def _message(path: tuple[str, ...], value: object) -> dict[str, Any]:
-    doc = copy.deepcopy(_message_doc(created_at="2024-05-06T07:08:09.123456Z"))
+    doc = copy.deepcopy(message_doc(created_at="2024-05-06T07:08:09.123456Z"))
     target = doc
     for key in path[:-1]:
         target = target[key]
@@ -151,7 +142,7 @@ def test_message_timestamps_agree(field: str, time: str) -> None:
 @pytest.mark.parametrize("time", TIMES)
 @pytest.mark.parametrize("field", ["created_at", "updated_at", "deleted_at"])
 def test_thread_timestamps_agree(field: str, time: str) -> None:
-    _assert_agree(_envelope("thread", {**_thread_doc(), field: time}))
+    _assert_agree(_envelope("thread", {**thread_doc(), field: time}))
 
 
 @pytest.mark.parametrize("value", IDS, ids=range(len(IDS)))
@@ -163,7 +154,7 @@ def test_message_ids_agree(field: str, value: str) -> None:
 @pytest.mark.parametrize("value", IDS, ids=range(len(IDS)))
 @pytest.mark.parametrize("field", ["id", "tenant_id", "user_id"])
 def test_thread_ids_agree(field: str, value: str) -> None:
-    _assert_agree(_envelope("thread", {**_thread_doc(), field: value}))
+    _assert_agree(_envelope("thread", {**thread_doc(), field: value}))
 
 
 @pytest.mark.parametrize(("path", "value"), VALUES, ids=range(len(VALUES)))
@@ -173,7 +164,7 @@ def test_message_values_agree(path: tuple[str, ...], value: object) -> None:
 
 @pytest.mark.parametrize("missing", ["execution_id", "parent_id", "updated_at", "deleted_at"])
 def test_missing_optional_fields_agree(missing: str) -> None:
-    doc = _message_doc(created_at="2024-05-06T07:08:09Z")
+    doc = message_doc(created_at="2024-05-06T07:08:09Z")
     del doc[missing]
     _assert_agree(_envelope("message", doc))
 
@@ -193,7 +184,7 @@ def test_golden_messages_agree(path: str) -> None:
     [{"schema_version": 2}, {"actor": 5}, {"occurred_at": "2024-05-06T07:08:09"}, {"type": "x"}],
 )
 def test_envelopes_agree(changes: dict[str, Any]) -> None:
-    _assert_agree(_envelope("message", _message_doc(), **changes))
+    _assert_agree(_envelope("message", message_doc(), **changes))
 
 
 def test_huge_floats_differ_only_in_the_exponent_sign() -> None:
