@@ -42,17 +42,13 @@ if TYPE_CHECKING:
     from eventlog.connection import ConnectionState
 
 __all__ = [
-    "JS_BATCH_WRONG_LAST_SEQUENCE",
-    "JS_CONSUMER_NOT_FOUND",
     "JS_MESSAGE_TOO_LARGE",
-    "JS_NOT_ENABLED_FOR_ACCOUNT",
     "JS_WRONG_LAST_SEQUENCE",
     "ApiError",
     "NatsErrors",
     "PubAck",
     "ack_tokens",
     "consumer_name",
-    "jetstream_enabled",
     "server_at_least",
 ]
 
@@ -170,7 +166,10 @@ class NatsErrors:
         ):
             return self._no_responders(what)
         if isinstance(err, nats.js.errors.APIError):
-            error = ApiError(err.code or 0, err.err_code or 0, err.description or "")
+            # nats-py's not-found errors carry no description: their name says it
+            error = ApiError(
+                err.code or 0, err.err_code or 0, err.description or type(err).__name__
+            )
             return self.refused(error, what)
         for kind, reason in _UNSENT.items():
             if isinstance(err, kind):
@@ -178,8 +177,11 @@ class NatsErrors:
         return ConvlogError(f"could not {what}: {type(err).__name__} {err}")
 
     def _denied(self, subject: str | None, denials: int) -> str | None:
-        if subject is not None and self._connection.was_denied(subject):
-            return subject
+        # A call that names its subject is refused only if that subject was: another
+        # subject refused meanwhile on the same connection must not turn a timeout into a
+        # permanent error (a retried append would then never be retried).
+        if subject is not None:
+            return subject if self._connection.was_denied(subject) else None
         return self._connection.denied_since(denials)
 
     def _no_responders(self, what: str) -> UnavailableError:

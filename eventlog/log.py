@@ -142,14 +142,24 @@ class EventLog:
     @classmethod
     async def connect(
         cls,
-        servers: str | Sequence[str],
+        servers: str | Sequence[str] | None = None,
         *,
         stream: StreamSettings | None = None,
         options: ConnectOptions | None = None,
     ) -> Self:
-        """Connect, then create the stream or check that the existing one is fit for use."""
+        """Connect, then create the stream or check that the existing one is fit for use.
+
+        Without ``servers``, those of ``options`` (e.g. NATS_URL, through
+        :meth:`ConnectOptions.from_env`).
+        """
         stream = stream or StreamSettings()
         options = options or ConnectOptions()
+        servers = servers or options.servers
+        if not servers:
+            raise ValidationError(
+                "no NATS server to connect to: pass its URL, or options with servers "
+                "(ConnectOptions.from_env() reads NATS_URL)"
+            )
         urls = [servers] if isinstance(servers, str) else list(servers)
         url = ",".join(urls)
         await probe(urls, url, options.connect_timeout)

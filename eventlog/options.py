@@ -8,6 +8,7 @@ for ``nats`` is set up for convlog. Each source sets only what it names; combine
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import ssl
 from dataclasses import dataclass
@@ -23,6 +24,18 @@ if TYPE_CHECKING:
     from os import PathLike
 
 __all__ = ["ConnectOptions", "tls_context"]
+
+logger = logging.getLogger(__name__)
+
+_SIGN_INS: tuple[frozenset[str], ...] = (
+    frozenset({"user", "password"}),
+    frozenset({"token"}),
+    frozenset({"nkeys_seed"}),
+    frozenset({"creds_file"}),
+)
+"""The ways to sign in: a source that uses one drops the others of the sources below."""
+_TLS_PATHS = frozenset({"tls_ca", "tls_cert", "tls_key"})
+_CLIENT_PAIR = frozenset({"tls_cert", "tls_key"})
 
 
 def tls_context(
@@ -93,7 +106,8 @@ class ConnectOptions:
         """
         env = os.environ if environ is None else environ
         home = Path(env.get("XDG_CONFIG_HOME") or Path("~/.config").expanduser()) / "nats"
-        name = name or env.get("NATS_CONTEXT") or _selected(home / "context.txt")
+        named = name or env.get("NATS_CONTEXT")
+        name = named or _selected(home / "context.txt")
         if not name:
             return cls()
         if name in {".", ".."} or "/" in name or "\\" in name:
@@ -101,6 +115,16 @@ class ConnectOptions:
         path = home / "context" / f"{name}.json"
         try:
             context = _CONTEXT.decode(path.read_bytes())
+        except FileNotFoundError:
+            if named:
+                raise ValidationError(
+                    f"nats context {name!r} does not exist ({path}); create it with "
+                    "`nats context save`, or name another"
+                ) from None
+            # selected in context.txt but since deleted: the nats CLI's state, not our
+            # caller's choice; say so and go on without it
+            logger.warning("the selected nats context %r has no file %s; ignoring it", name, path)
+            return cls()
         except OSError as err:
             raise ValidationError(
                 f"nats context {name!r} cannot be read from {path} ({err.strerror}); "
@@ -131,13 +155,25 @@ class ConnectOptions:
         return cls(**given)
 
     def overriding(self, base: ConnectOptions) -> ConnectOptions:
-        """These options over ``base``: each field set here (not its default) wins."""
-        changed = {
-            field.name: getattr(self, field.name)
-            for field in dataclasses.fields(self)
-            if getattr(self, field.name) != field.default
-        }
-        return dataclasses.replace(base, **changed)
+        """These options over ``base``: each field set here (not its default) wins.
+
+        A way to sign in set here drops ``base``'s other ways (a user and password here never
+        travel with a creds file below, but a password here does go with the user below); a
+        client certificate and its key come from one source; a ``tls`` context here drops
+        the TLS paths below.
+        """
+        fields = dataclasses.fields(self)
+        changed = {f.name for f in fields if getattr(self, f.name) != f.default}
+        if changed & _CLIENT_PAIR:
+            changed |= _CLIENT_PAIR
+        values: dict[str, Any] = {name: getattr(self, name) for name in changed}
+        if any(changed & way for way in _SIGN_INS):
+            for way in _SIGN_INS:
+                if not changed & way:
+                    values.update(dict.fromkeys(way))
+        if "tls" in changed:
+            values.update(dict.fromkeys(_TLS_PATHS))
+        return dataclasses.replace(base, **values)
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """``tls``, else one built from the ``tls_*`` paths, else None (no TLS asked for)."""

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from eventlog._nats import NatsErrors
 
-__all__ = ["StreamSettings"]
+__all__ = ["NAME", "StreamSettings", "ensure_stream"]
 
 NAME: Final = re.compile(r"[A-Za-z0-9_\-]{1,255}")
 """What JetStream takes as a stream or consumer name."""

@@ -28,7 +28,12 @@ import nats.js.errors
 from nats.js import api
 
 from eventlog._nats import ack_tokens, consumer_name
-from eventlog.errors import ConvlogError, MalformedEventError, ValidationError
+from eventlog.errors import (
+    ConvlogError,
+    MalformedEventError,
+    PermissionDeniedError,
+    ValidationError,
+)
 from eventlog.events import StoredEvent
 
 if TYPE_CHECKING:
@@ -297,6 +302,8 @@ class Subscription:
             if self._reconnects != self._context.connection.reconnects:
                 await self._delete()  # the server may have restarted and lost the consumer
             return []
+        except (PermissionDeniedError, ValidationError):
+            raise  # permanent: re-attaching would be refused the same way, for ever
         except (nats.errors.Error, ConvlogError) as err:
             # Server restarted, consumer lost, connection back: pick up where we were.
             logger.info("subscription re-attaches after %r", err)

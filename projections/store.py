@@ -360,7 +360,7 @@ class JetStreamMessageStore(_ProjectedStore):
     @classmethod
     async def connect(
         cls,
-        servers: str | Sequence[str],
+        servers: str | Sequence[str] | None = None,
         *,
         stream: str = "CONVLOG",
         subject_prefix: str = "convlog",

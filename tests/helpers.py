@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -20,10 +21,19 @@ import nats
 import pytest
 from uuid_utils import uuid7
 
-from eventlog import EventLog, StreamSettings, UnavailableError
+from eventlog import (
+    EventLog,
+    Message,
+    MessageCreated,
+    StreamSettings,
+    Thread,
+    ThreadCreated,
+    UnavailableError,
+)
+from eventlog.events import new_event_id
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from eventlog import LogRecord
     from eventlog.connection import ConnectionState
@@ -208,6 +218,39 @@ async def until_acknowledged(
 def report(scenario: str, **counts: int) -> None:
     """One line of counts per scenario, shown with ``pytest -s`` and quoted in run notes."""
     print(f"[{scenario}] " + " ".join(f"{name}={value}" for name, value in counts.items()))  # noqa: T201
+
+
+# --- events, built and read back (the log and group-commit tests) -----------------------------
+
+
+def thread_created(tenant_id: str = "tenant_acme", thread_id: str = "thread_1") -> ThreadCreated:
+    """A ThreadCreated event for ``thread_id`` of ``tenant_id``, with a fresh event id."""
+    return ThreadCreated(
+        event_id=new_event_id(),
+        occurred_at=datetime.now(UTC),
+        tenant_id=tenant_id,
+        thread_id=thread_id,
+        thread=Thread.with_id(thread_id, tenant_id, "user_1"),
+    )
+
+
+def message_created(
+    content: str, tenant_id: str = "tenant_acme", thread_id: str = "thread_1"
+) -> MessageCreated:
+    """A MessageCreated event carrying a user message with ``content``."""
+    message = Message.user(thread_id, content)
+    return MessageCreated(
+        event_id=new_event_id(),
+        occurred_at=datetime.now(UTC),
+        tenant_id=tenant_id,
+        thread_id=thread_id,
+        message_id=message.id,
+        message=message,
+    )
+
+
+async def collect(records: AsyncIterator[LogRecord]) -> list[LogRecord]:
+    return [record async for record in records]
 
 
 # --- copies of a stream (the verify tests) ----------------------------------------------------

@@ -5,29 +5,23 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import nats
 import nats.js.errors
 import pytest
+from helpers import collect, message_created, thread_created
 from nats.js import api
 
 from eventlog import (
     ConflictError,
     ConnectOptions,
     EventLog,
-    LogRecord,
-    Message,
-    MessageCreated,
     PayloadTooLargeError,
     StreamSettings,
-    Thread,
-    ThreadCreated,
     UnavailableError,
     ValidationError,
 )
-from eventlog.events import new_event_id
 from eventlog.subjects import Subjects
 
 if TYPE_CHECKING:
@@ -39,36 +33,6 @@ TENANT = "tenant_acme"
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def thread_created(tenant_id: str = TENANT, thread_id: str = "thread_1") -> ThreadCreated:
-    """A ThreadCreated event for ``thread_id`` of ``tenant_id``, with a fresh event id."""
-    return ThreadCreated(
-        event_id=new_event_id(),
-        occurred_at=datetime.now(UTC),
-        tenant_id=tenant_id,
-        thread_id=thread_id,
-        thread=Thread.with_id(thread_id, tenant_id, "user_1"),
-    )
-
-
-def message_created(
-    content: str, tenant_id: str = TENANT, thread_id: str = "thread_1"
-) -> MessageCreated:
-    """A MessageCreated event carrying a user message with ``content``."""
-    message = Message.user(thread_id, content)
-    return MessageCreated(
-        event_id=new_event_id(),
-        occurred_at=datetime.now(UTC),
-        tenant_id=tenant_id,
-        thread_id=thread_id,
-        message_id=message.id,
-        message=message,
-    )
-
-
-async def collect(records: AsyncIterator[LogRecord]) -> list[LogRecord]:
-    return [record async for record in records]
 
 
 @pytest.fixture

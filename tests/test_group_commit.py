@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from helpers import collect, message_created, thread_created
+
 from eventlog import (
     ConflictError,
     ConnectOptions,
@@ -15,7 +17,6 @@ from eventlog import (
     UnavailableError,
 )
 from eventlog.group import GroupCommit
-from tests.test_eventlog import collect, message_created, thread_created
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from conftest import ServerFactory
 
     from eventlog import AnyEvent
-    from tests.conftest import StoreFactory
+    from conftest import StoreFactory
 
 
 async def _append_together(

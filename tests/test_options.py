@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from typing import TYPE_CHECKING
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 import trustme
 
-from eventlog import ConnectOptions, ValidationError, tls_context
+from eventlog import ConnectOptions, EventLog, ValidationError, tls_context
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -119,7 +120,7 @@ def test_a_missing_or_broken_context_names_its_file(tmp_path: Path) -> None:
     missing = tmp_path / "nats" / "context" / "nope.json"
     with pytest.raises(
         ValidationError,
-        match=f"^nats context 'nope' cannot be read from {re.escape(str(missing))} ",
+        match=f"^nats context 'nope' does not exist \\({re.escape(str(missing))}\\)",
     ):
         ConnectOptions.from_context("nope", environ=home)
     _save(tmp_path, "broken", {})
@@ -138,18 +139,59 @@ def test_a_missing_or_broken_context_names_its_file(tmp_path: Path) -> None:
 
 
 def test_overriding_keeps_what_each_layer_sets() -> None:
-    """Flags over environment over context: a field set above wins, the rest come from below."""
-    context = ConnectOptions(servers=("nats://ctx",), user="ctx", token="ctx-token")  # noqa: S106
-    environ = ConnectOptions(user="env", password="env-pw")  # noqa: S106
+    """Flags over environment over context: a field set above wins, the rest come from below.
+
+    A way to sign in above drops the other ways below (the token), keeps its own fields
+    from below (the user); a client certificate comes with its key from one layer.
+    """
+    context = ConnectOptions(
+        servers=("nats://ctx",),
+        token="ctx-token",  # noqa: S106
+        tls_ca="ctx-ca.pem",
+        inbox_prefix="_CTX",
+    )
+    context = dataclasses.replace(context, user="ctx", tls_key="ctx.key")
+    environ = ConnectOptions(password="env-pw", tls_cert="env.pem")  # noqa: S106
     flags = ConnectOptions(write_timeout=9.0, servers=("nats://flag",))
     assert flags.overriding(environ.overriding(context)) == ConnectOptions(
         servers=("nats://flag",),
-        user="env",
+        user="ctx",
         password="env-pw",  # noqa: S106
-        token="ctx-token",  # noqa: S106
+        tls_ca="ctx-ca.pem",
+        tls_cert="env.pem",
+        inbox_prefix="_CTX",
         write_timeout=9.0,
     )
     assert ConnectOptions().overriding(context) == context
+
+
+def test_a_deleted_selected_context_is_ignored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """context.txt naming a context whose file is gone: a warning and the defaults, no error."""
+    (tmp_path / "nats").mkdir()
+    (tmp_path / "nats" / "context.txt").write_text("gone\n", encoding="utf-8")
+    with caplog.at_level("WARNING", logger="eventlog.options"):
+        assert ConnectOptions.from_context(environ={"XDG_CONFIG_HOME": str(tmp_path)}) == (
+            ConnectOptions()
+        )
+    assert "the selected nats context 'gone' has no file" in caplog.text
+    with pytest.raises(ValidationError, match=r"^nats context 'gone' does not exist"):
+        ConnectOptions.from_context(
+            environ={"XDG_CONFIG_HOME": str(tmp_path), "NATS_CONTEXT": "gone"}
+        )
+
+
+async def test_connect_takes_the_servers_of_its_options(nats_url: str) -> None:
+    """EventLog.connect without servers uses options.servers (NATS_URL through from_env)."""
+    options = ConnectOptions.from_env({"NATS_URL": nats_url})
+    log = await EventLog.connect(options=options)
+    try:
+        assert log.is_connected
+    finally:
+        await log.close()
+    with pytest.raises(ValidationError, match=r"^no NATS server to connect to"):
+        await EventLog.connect()
 
 
 def test_tls_paths_build_the_tls_context(tmp_path: Path) -> None:

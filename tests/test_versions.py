@@ -11,7 +11,7 @@ from eventlog import ConflictError, Message, Thread
 from projections import InMemoryMessageStore, JetStreamMessageStore
 
 if TYPE_CHECKING:
-    from tests.conftest import StoreFactory
+    from conftest import StoreFactory
 
 WRITERS = 16
 
