@@ -21,10 +21,9 @@ from eventlog.group import GroupCommit
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from conftest import ServerFactory
+    from conftest import ServerFactory, StoreFactory
 
     from eventlog import AnyEvent
-    from conftest import StoreFactory
 
 
 async def _append_together(
