@@ -68,6 +68,7 @@ class Writer:
             updated_at=now,
         )
         self.acknowledged: list[str] = []
+        self._acked = asyncio.Condition()
 
     @classmethod
     async def connect(cls, url: str) -> Writer:
@@ -82,12 +83,14 @@ class Writer:
             await until_acknowledged(
                 lambda m=message: self.store.create_message(m), self.store.log.connection
             )
-            self.acknowledged.append(message.id)
+            async with self._acked:
+                self.acknowledged.append(message.id)
+                self._acked.notify_all()
 
     async def written(self, count: int) -> None:
         """Return once at least ``count`` messages are acknowledged."""
-        while len(self.acknowledged) < count:  # noqa: ASYNC110 - the writer task, in this loop
-            await asyncio.sleep(0.01)
+        async with self._acked:
+            await self._acked.wait_for(lambda: len(self.acknowledged) >= count)
 
 
 async def assert_log_holds(data_dir: Path, writer: Writer, *, demo_threads: int = 0) -> None:
@@ -281,12 +284,11 @@ async def test_a_take_over_keeps_the_owners_settings(tmp_path: Path) -> None:
     """An attached process that takes a data dir over restarts the server as it was."""
     owner = await EmbeddedNats(data_dir=tmp_path, max_payload=4 * 1024 * 1024).start()
     attached = await EmbeddedNats(data_dir=tmp_path, sync_always=False).start()
-    restarted: list[str] = []
-    supervisor = asyncio.create_task(attached.keep_running(restarted.append))
+    restarted = asyncio.Event()
+    supervisor = asyncio.create_task(attached.keep_running(lambda _: restarted.set()))
     try:
         await owner.stop()
-        while not restarted:  # noqa: ASYNC110 - the supervisor task, in this loop
-            await asyncio.sleep(0.01)
+        await restarted.wait()
         assert attached.owner
         assert attached.url == owner.url
         config = (tmp_path / "nats-server.conf").read_text(encoding="utf-8")
