@@ -71,6 +71,9 @@ _HEARTBEAT: Final = 2.0
 """Seconds between the server's heartbeats to an idle consumer, and between a reader's
 questions to its consumer when nothing arrives."""
 
+_STALL: Final = 30.0
+"""The least time a reader waits for a consumer that holds records but delivers none."""
+
 _RETRY_SCAN: Final = 64
 """Records after the expected sequence searched for a retried event's own id."""
 
@@ -660,25 +663,33 @@ class Follower:
 
         A record's pending count includes records the server counts but cannot load (a
         damaged block), so waiting for it to reach 0 could wait forever. Each heartbeat
-        interval without ``done`` this asks the consumer itself; one that has records left
-        but delivers none within the write timeout raises UnavailableError.
+        interval without ``done`` this asks the consumer itself. A server that is slow to
+        answer (just restarted, or loaded) is asked again; one that delivers nothing for
+        ``stall`` seconds (ten write timeouts, at least 30 s) raises UnavailableError.
         """
+        stall = max(_STALL, 10 * self._timeout)
         seen, since = last(), time.monotonic()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(done), _HEARTBEAT)
             if done.done():
                 return True
-            delivered, pending = await self.position()
-            if not pending and delivered <= last():
-                return False
             if last() != seen:
                 seen, since = last(), time.monotonic()
-            elif time.monotonic() - since > self._timeout:
+            stalled = time.monotonic() - since > stall
+            try:
+                delivered, pending = await self.position()
+            except UnavailableError:
+                if stalled:
+                    raise
+                continue  # no answer this time: the records may still be on their way
+            if not pending and delivered <= last():
+                return False
+            if stalled:
                 raise UnavailableError(
                     self._url,
                     f"stream {self._stream!r} has {pending} record(s) after sequence {delivered} "
-                    f"for this reader, but delivered none within {self._timeout}s; check the "
+                    f"for this reader, but delivered none within {stall:.0f}s; check the "
                     "server's log for a damaged store",
                 )
 

@@ -57,6 +57,8 @@ _INSTALL_HINT = (
     "the official binary), or pass --nats-url / set NATS_URL to use a running server"
 )
 _PR_SET_PDEATHSIG: Final = 1
+_INODE: Final = 9
+"""The inode's column in /proc/net/tcp."""
 _POLL: Final = 0.02
 """Seconds between looks at another process's files or state: there is no event to await."""
 
@@ -164,14 +166,39 @@ class RunningServer(msgspec.Struct, frozen=True, kw_only=True):
             return True  # no /proc here: the pid is all there is to go by
         return self.config.encode() in arguments
 
-    def connections(self) -> int | None:
-        """How many clients are connected now, from the monitoring endpoint (None: no answer)."""
-        url = f"http://127.0.0.1:{self.monitor_port}/varz"
+    def other_clients(self) -> int | None:
+        """How many clients of other processes are connected now (None: no answer).
+
+        The server's ``/connz`` lists each client's port; this process's own are left out
+        (where /proc tells them), so a client of ours not yet closed keeps nobody waiting.
+        """
+        url = f"http://127.0.0.1:{self.monitor_port}/connz?limit=100000"
         try:
             with urllib.request.urlopen(url, timeout=2) as reply:
-                return int(json.load(reply)["connections"])
-        except (OSError, ValueError, KeyError):
+                ports = [int(client["port"]) for client in json.load(reply)["connections"] or ()]
+        except (OSError, ValueError, KeyError, TypeError):
             return None
+        own = _own_tcp_ports()
+        return sum(1 for port in ports if port not in own)
+
+
+def _own_tcp_ports() -> set[int]:
+    """The local ports of this process's TCP sockets (Linux; elsewhere none are known)."""
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in Path("/proc/self/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = str(fd.readlink())
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for row in Path(table).read_text(encoding="ascii").splitlines()[1:]:
+                fields = row.split()
+                if len(fields) > _INODE and fields[_INODE] in inodes:
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
 
 
 _RUNNING = msgspec.json.Decoder(RunningServer)
@@ -500,7 +527,7 @@ class EmbeddedNats:
         deadline = time.monotonic() + self._linger
         told = False
         while time.monotonic() < deadline:
-            others = await asyncio.to_thread(running.connections)
+            others = await asyncio.to_thread(running.other_clients)
             if not others:
                 return
             if not told:

@@ -307,7 +307,8 @@ async def test_a_cancelled_stop_still_stops_the_server(tmp_path: Path) -> None:
     owner = await EmbeddedNats(data_dir=tmp_path, linger=60).start()
     pid = owner.pid
     assert pid is not None
-    other = await nats.connect(owner.url)
+    other = start_convlog("tail", "--nats-url", owner.url)  # a client of another process
+    await other_clients(owner, 1)
     lingering = asyncio.Event()
 
     class Lingering(logging.Handler):
@@ -328,7 +329,34 @@ async def test_a_cancelled_stop_still_stops_the_server(tmp_path: Path) -> None:
         assert nats_servers_on(tmp_path) == []
     finally:
         logging.getLogger("eventlog.server").removeHandler(handler)
-        await other.close()
+        ended(other)
+
+
+async def test_clients_of_this_process_keep_nobody_waiting(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The owner's linger counts other processes' clients only: its own do not hold it."""
+    owner = await EmbeddedNats(data_dir=tmp_path, linger=60).start()
+    own = await nats.connect(owner.url)
+    try:
+        assert await other_clients(owner, 0) == 0
+        with caplog.at_level("WARNING", logger="eventlog.server"):
+            await owner.stop()
+        assert "other client(s)" not in caplog.text
+        assert nats_servers_on(tmp_path) == []
+    finally:
+        await own.close()
+
+
+async def other_clients(server: EmbeddedNats, count: int) -> int:
+    """Return once the server counts ``count`` clients of other processes (within 60 s)."""
+    running = server._running
+    assert running is not None
+    deadline = time.monotonic() + 60
+    while (found := await asyncio.to_thread(running.other_clients)) != count:
+        assert time.monotonic() < deadline, f"{found} other clients, not {count}"
+        await asyncio.sleep(0.05)  # another process's connection: nothing to await
+    return found
 
 
 async def test_a_stale_server_file_is_replaced(tmp_path: Path) -> None:
