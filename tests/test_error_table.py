@@ -20,10 +20,13 @@ buffer filled to its limit. The object store operation opens the snapshot bucket
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
+import time
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import nats.errors
@@ -165,11 +168,24 @@ async def _timeout(
     log = await EventLog.connect(server.url, stream=stream, options=_options())
     assert server.pid is not None
     os.kill(server.pid, signal.SIGSTOP)
+    await _stopped(server.pid)
     try:
         yield log
     finally:
         os.kill(server.pid, signal.SIGCONT)
         await log.close()
+
+
+async def _stopped(pid: int) -> None:
+    """Return once every thread of ``pid`` is stopped: SIGSTOP reaches each thread in turn,
+    and a thread still running on the other core could answer one more request."""
+    deadline = time.monotonic() + 30
+    while not all(
+        stat.read_text(encoding="ascii").rsplit(")", 1)[1].split()[0] in "Tt"
+        for stat in Path(f"/proc/{pid}/task").glob("*/stat")  # noqa: ASYNC240 - /proc, instant
+    ):
+        assert time.monotonic() < deadline, f"nats-server {pid} did not stop"
+        await asyncio.sleep(0.01)  # another process's state: nothing to await
 
 
 @contextlib.asynccontextmanager
