@@ -178,9 +178,10 @@ class EventLog:
                 connection=connection,
                 supports_atomic=server_at_least(nc, 2, 12),
             )
-            log.supports_atomic = await ensure_stream(
+            layout = await ensure_stream(
                 log.jetstream, stream, log.nats_errors, atomic=log.supports_atomic
             )
+            log.subjects, log.supports_atomic = layout.subjects, layout.atomic
         except BaseException:
             await nc.close()  # a cancelled connect too: no client left connected behind
             raise
@@ -251,7 +252,9 @@ class EventLog:
             return ack.seq
         if ack.error.err_code == JS_WRONG_LAST_SEQUENCE:
             stored = await self._already_stored(
-                subject, event.event_id, after=expected_last_subject_sequence or 0
+                self.subjects.stored(event.tenant_id, event.thread_id),
+                event.event_id,
+                after=expected_last_subject_sequence or 0,
             )
             if stored is not None:
                 return stored
@@ -454,10 +457,11 @@ class EventLog:
     async def last_on_subject(self, subject: str) -> tuple[int, str] | None:
         """``(sequence, event id)`` of the last event on ``subject``, or None if it has none.
 
-        A direct get with the subject in the API subject, which permissions can check.
+        ``subject`` in the published or the stored form, wildcards allowed. A direct get
+        with the subject in the API subject, which permissions can check.
         """
         reply = await self._ask(
-            f"$JS.API.DIRECT.GET.{self.stream.name}.{subject}",
+            f"$JS.API.DIRECT.GET.{self.stream.name}.{self.subjects.filter(subject)}",
             b"",
             None,
             forbidden=f"read {subject!r}",
@@ -549,6 +553,7 @@ class EventLog:
     ) -> Follower:
         """Deliver every record from ``start_sequence`` on, in order, to ``on_record``.
 
+        ``subject`` filters, in the published or the stored form (:meth:`Subjects.filter`).
         An ordered push consumer with a callback: much faster than pull ``fetch`` loops, and
         re-created by the client after missed heartbeats (a server restart). ``on_record``
         must be quick: records it cannot keep up with pile up in the client, which drops
@@ -564,7 +569,7 @@ class EventLog:
                 LogRecord(
                     sequence=sequence,
                     time=stored,
-                    subject=msg.subject,
+                    subject=self.subjects.logical(msg.subject),
                     data=msg.data,
                     pending=pending,
                 )
@@ -572,7 +577,7 @@ class EventLog:
 
         with self.nats_errors.translating("create an ordered consumer"):
             subscription = await self._ordered_consumer(
-                subject or self.subjects.all, max(1, start_sequence), deliver
+                self.subjects.filter(subject or self.subjects.all), max(1, start_sequence), deliver
             )
         return Follower(subscription, self)
 

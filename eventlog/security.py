@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from eventlog.stream import DEFAULT_PARTITIONS
 from eventlog.subjects import Subjects, encode_token
 
 __all__ = ["TenantPermissions"]
@@ -28,9 +29,14 @@ class TenantPermissions:
 
     @classmethod
     def for_tenant(
-        cls, tenant_id: str, *, stream: str = "CONVLOG", subject_prefix: str = "convlog"
+        cls,
+        tenant_id: str,
+        *,
+        stream: str = "CONVLOG",
+        subject_prefix: str = "convlog",
+        partitions: int = DEFAULT_PARTITIONS,
     ) -> TenantPermissions:
-        """The permissions of ``tenant_id`` on ``stream``.
+        """The permissions of ``tenant_id`` on ``stream`` (of ``partitions`` partitions).
 
         Its own subjects; consumers whose filter (in the create subject) is its own
         subjects; info, next-message and delete of consumers by name (names are random
@@ -38,13 +44,15 @@ class TenantPermissions:
         replies; and stream info (which does tell message counts, and subject names if
         asked: see the README's "Security").
         """
-        own = Subjects(subject_prefix).tenant(tenant_id)
+        subjects = Subjects(subject_prefix, partitions)
+        own = subjects.tenant(tenant_id)  # what it reads: stored subjects
+        published = f"{subject_prefix}.{encode_token(tenant_id)}.*"  # what it writes
         api = f"$JS.API.CONSUMER.{{}}.{stream}"
         inbox = f"_INBOX_{encode_token(tenant_id)}"
         return cls(
             inbox_prefix=inbox,
             publish=(
-                own,
+                published,
                 f"$JS.API.STREAM.INFO.{stream}",
                 f"{api.format('CREATE')}.*.{own}",
                 f"{api.format('INFO')}.*",

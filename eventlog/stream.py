@@ -21,10 +21,15 @@ if TYPE_CHECKING:
 
     from eventlog._nats import NatsErrors
 
-__all__ = ["NAME", "StreamSettings", "ensure_stream"]
+__all__ = ["DEFAULT_PARTITIONS", "NAME", "StreamLayout", "StreamSettings", "ensure_stream"]
 
 NAME: Final = re.compile(r"[A-Za-z0-9_\-]{1,255}")
 """What JetStream takes as a stream or consumer name."""
+
+DEFAULT_PARTITIONS: Final = 64
+"""Partitions of a new stream unless asked otherwise."""
+
+_TRANSFORM: Final = re.compile(r"\{\{partition\((\d+),2\)\}\}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -36,19 +41,30 @@ class StreamSettings:
     replicas: int = 1
     duplicate_window: float = 120.0
     """Seconds during which a retried event id is recognised and stored once."""
+    partitions: int | None = None
+    """Partitions of the stream; None: DEFAULT_PARTITIONS for a new stream, or whatever an
+    existing one has. 1 is the unpartitioned layout (streams made before partitions)."""
 
     def __post_init__(self) -> None:
         if not NAME.fullmatch(self.name):
             raise ValidationError(
                 f"stream name {self.name!r} must be letters, digits, '_' or '-' (at most 255)"
             )
-        Subjects(self.subject_prefix)  # validates the prefix
+        self.subjects(self.partitions or 1)  # validates the prefix and the partition count
+
+    def subjects(self, partitions: int) -> Subjects:
+        """The subject layout of this stream with ``partitions`` partitions."""
+        return Subjects(self.subject_prefix, partitions)
 
     def config(self, *, atomic: bool) -> api.StreamConfig:
         """The configuration the stream is created with."""
+        subjects = self.subjects(self.partitions or DEFAULT_PARTITIONS)
         return api.StreamConfig(
             name=self.name,
-            subjects=[Subjects(self.subject_prefix).all],
+            subjects=[subjects.published if subjects.partitioned else subjects.all],
+            subject_transform=api.SubjectTransform(src=subjects.published, dest=subjects.transform)
+            if subjects.partitioned
+            else None,
             storage=api.StorageType.FILE,
             retention=api.RetentionPolicy.LIMITS,
             num_replicas=self.replicas,
@@ -60,10 +76,18 @@ class StreamSettings:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class StreamLayout:
+    """What the stream turned out to be: its subject layout, and whether it takes batches."""
+
+    subjects: Subjects
+    atomic: bool
+
+
 async def ensure_stream(
     js: JetStreamContext, settings: StreamSettings, errors: NatsErrors, *, atomic: bool
-) -> bool:
-    """Create the stream, or check that the existing one is fit; whether it takes batches."""
+) -> StreamLayout:
+    """Create the stream, or check that the existing one is fit and has the layout asked."""
     with errors.translating(
         f"read the info of stream {settings.name!r}",
         unanswered="JetStream did not answer; is it enabled?",
@@ -73,23 +97,44 @@ async def ensure_stream(
         except nats.js.errors.NotFoundError:
             info = None
     if info is None:
+        config = settings.config(atomic=atomic)
         with errors.translating("create the stream"):
-            await js.add_stream(settings.config(atomic=atomic))
-        return atomic
-    if problems := unfit(info.config, Subjects(settings.subject_prefix).all):
+            await js.add_stream(config)
+        return StreamLayout(settings.subjects(partitions_of(config)), atomic)
+    found = partitions_of(info.config)
+    layout = settings.subjects(found)
+    problems = unfit(info.config, layout)
+    if settings.partitions not in (None, found):
+        problems.insert(0, f"it has {found} partition(s), not the {settings.partitions} asked for")
+    if problems:
         raise ValidationError(
             f"stream {settings.name!r} exists but is not fit for an audit log: "
             + "; ".join(problems)
             + ". Use another stream name or fix its configuration."
         )
-    return atomic and bool(info.config.allow_atomic)
+    return StreamLayout(layout, atomic and bool(info.config.allow_atomic))
 
 
-def unfit(existing: api.StreamConfig, subjects: str) -> list[str]:
-    """Why an existing stream would not keep an audit log on ``subjects``; [] if it would."""
+def partitions_of(config: api.StreamConfig) -> int:
+    """The partition count a stream's subject transform records; 1 without one."""
+    transform = config.subject_transform
+    found = _TRANSFORM.search(transform.dest) if transform is not None else None
+    return int(found[1]) if found else 1
+
+
+def unfit(existing: api.StreamConfig, layout: Subjects) -> list[str]:
+    """Why an existing stream would not keep an audit log in ``layout``; [] if it would."""
     problems = []
+    subjects = layout.published if layout.partitioned else layout.all
     if (existing.subjects or []) != [subjects]:
         problems.append(f"its subjects are {existing.subjects}, not [{subjects!r}]")
+    transform = existing.subject_transform
+    if layout.partitioned and (
+        transform is None or (transform.src, transform.dest) != (subjects, layout.transform)
+    ):
+        problems.append(f"its subject transform is not {subjects!r} -> {layout.transform!r}")
+    if not layout.partitioned and transform is not None:
+        problems.append(f"its subject transform {transform.src!r} -> {transform.dest!r} is unknown")
     if not existing.deny_delete or not existing.deny_purge:
         problems.append("it allows deleting or purging messages")
     limits = {

@@ -167,7 +167,10 @@ class SubscriptionContext:
             logger.warning("subscription skips sequence %d: %s", meta.sequence.stream, err)
             return None
         return StoredEvent(
-            sequence=meta.sequence.stream, time=server_time(msg), subject=msg.subject, event=event
+            sequence=meta.sequence.stream,
+            time=server_time(msg),
+            subject=self.subjects.logical(msg.subject),
+            event=event,
         )
 
 

@@ -271,7 +271,7 @@ class Audit:
         thread = self._live.views.thread(thread_id)
         if thread is None:
             raise NotFoundError("thread", thread_id, _CHECK_THE_ID)
-        return self._log.subjects.thread(thread.tenant_id, thread.id)
+        return self._log.subjects.stored(thread.tenant_id, thread.id)
 
     async def history(self, message_id: str) -> list[AuditEntry]:
         """Every event that touched a message, in log order, each with the message after it.

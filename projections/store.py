@@ -591,7 +591,7 @@ class JetStreamMessageStore(_ProjectedStore):
         else:
             # A tenant may not ask for the stream's end on others' subjects; its thread's
             # last record (an unknown thread's subject is known: the tenant is fixed) will do.
-            subject = self._subjects.thread(self.tenant_id, thread_id) if thread_id else None
+            subject = self._subjects.stored(self.tenant_id, thread_id) if thread_id else None
             last = await self.log.last_on_subject(subject) if subject else None
             if last is not None:
                 await self._folded(last[0])

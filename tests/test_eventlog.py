@@ -56,7 +56,14 @@ async def test_stream_is_created_as_an_audit_log(
         config = (await raw_js.stream_info(settings.name)).config
     finally:
         await log.close()
-    assert config.subjects == [f"{settings.subject_prefix}.>"]
+    prefix = settings.subject_prefix
+    assert config.subjects == [f"{prefix}.*.*"]
+    assert config.subject_transform is not None
+    assert config.subject_transform.src == f"{prefix}.*.*"
+    assert config.subject_transform.dest == (
+        f"{prefix}.{{{{partition(64,2)}}}}.{{{{wildcard(1)}}}}.{{{{wildcard(2)}}}}"
+    )
+    assert log.subjects.partitions == 64
     assert config.storage == api.StorageType.FILE
     assert config.retention == api.RetentionPolicy.LIMITS
     assert config.num_replicas == 1
