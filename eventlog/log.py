@@ -193,6 +193,11 @@ class EventLog:
         return self._nc.max_payload
 
     @property
+    def client(self) -> Client:
+        """The NATS connection, for services that answer beside the stream."""
+        return self._nc
+
+    @property
     def jetstream(self) -> JetStreamContext:
         """The connection's JetStream context, for buckets kept beside the stream."""
         return self._js

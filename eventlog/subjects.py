@@ -114,7 +114,7 @@ class Subjects:
 
     def partition(self, partition: int) -> str:
         """The filter that matches one partition's events."""
-        return f"{self.prefix}.{partition}.>"
+        return f"{self.prefix}.{partition}.*.*"
 
     def partition_of(self, thread_id: str) -> int:
         """The partition that holds ``thread_id``'s events (0 when unpartitioned)."""
@@ -124,7 +124,7 @@ class Subjects:
         """The filter that matches one tenant's events."""
         if self.partitioned:
             return f"{self.prefix}.*.{encode_token(tenant_id)}.*"
-        return f"{self.prefix}.{encode_token(tenant_id)}.>"
+        return f"{self.prefix}.{encode_token(tenant_id)}.*"
 
     def thread(self, tenant_id: str, thread_id: str) -> str:
         """The subject every event of one thread is published to."""

@@ -25,39 +25,62 @@ imported events new sequences and server times.
 An export without a trailer (written before it existed, or cut short) is refused unless
 ``allow_missing_root``: without it a truncated file or an edited last event would go
 unnoticed, so importing one must be a choice.
+
+A migration (:func:`migrate_events`) is an export piped into an import, in process: every
+event of a stream copied, in order and byte for byte, into a new stream with another
+partition count and the same subject prefix, so that its chains and its verify root are the
+source's. The import's checks, atomic batches and resume all apply; an interrupted
+migration is run again. JetStream gives a subject to one stream only, so the target lives
+on another server (or account) than the source: a migration is refused before it writes
+anything when the target is the source, when the source's server would hold both, or when
+the target exists with another partition count.
 """
 
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Final
 
 import msgspec
+import nats.js.errors
 
-from eventlog.errors import ImportRejectedError, MalformedEventError
+from eventlog._connect import open_client, probe
+from eventlog._nats import NatsErrors
+from eventlog.connection import ConnectionState
+from eventlog.errors import ImportRejectedError, MalformedEventError, ValidationError
 from eventlog.events import event_digest
-from eventlog.log import LogRecord
-from eventlog.verify import ChainVerifier
+from eventlog.log import EventLog, LogRecord
+from eventlog.options import ConnectOptions
+from eventlog.stream import DEFAULT_PARTITIONS, StreamSettings, partitions_of
+from eventlog.verify import ChainVerifier, verify_chains
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Collection, Iterable, Sequence
+
+    from nats.js import api
 
     from eventlog.events import Event
-    from eventlog.log import EventLog
 
 __all__ = [
     "ExportReport",
     "ExportTrailer",
     "ExportedEvent",
     "ImportReport",
+    "MigrateReport",
+    "MigrationRefusedError",
     "export_events",
     "import_events",
+    "migrate_events",
 ]
 
 _BATCH = 256
 """Events per atomic batch of an import."""
+
+_SPOOL: Final = 64 * 1024 * 1024
+"""Bytes of a migration's export kept in memory; the rest goes to a temporary file."""
 
 
 class ExportedEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -376,3 +399,151 @@ async def import_events(
     return ImportReport(
         appended=len(todo), already_present=len(export.lines) - len(todo), threads=len(threads)
     )
+
+
+# --- migrating ------------------------------------------------------------------------------
+
+
+class MigrationRefusedError(ValidationError):
+    """A migration refused before it wrote anything: its target cannot be the source's copy."""
+
+    def __init__(self, reason: str, *, advice: str) -> None:
+        self.reason = reason
+        super().__init__(f"migrate refused: {reason}; nothing was written, {advice}.")
+
+
+class MigrateReport(msgspec.Struct, frozen=True, kw_only=True):
+    """What a migration copied, and whether the target now verifies to the source's root."""
+
+    events: int
+    """Events of the source, all in the target now."""
+    threads: int
+    appended: int
+    already_present: int
+    """Events the target held already: an earlier, interrupted run's."""
+    partitions: int
+    root: str
+    """The target's verify root."""
+    source_root: str
+    """The source's verify root, as its export gave it."""
+    not_migrated: tuple[int, ...]
+    """Sequences of the source's records that are not events, which no import takes."""
+    verified: bool
+    """Every chain of the target holds and its root is the source's."""
+
+
+async def migrate_events(
+    source: EventLog,
+    servers: str | Sequence[str],
+    *,
+    stream: str,
+    partitions: int = DEFAULT_PARTITIONS,
+    options: ConnectOptions | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    batch_size: int = _BATCH,
+) -> MigrateReport:
+    """Copy every event of ``source`` into ``stream`` on ``servers``, with ``partitions``.
+
+    The target is created with the source's subject prefix, replicas and duplicate window
+    (or, if it exists, must have ``partitions`` partitions). :class:`MigrationRefusedError`
+    before anything is written if it cannot be the source's copy; then an export into a
+    spooled temporary file, imported as :func:`import_events` does (``on_progress`` and
+    ``batch_size`` are its), and a verification of the whole target.
+    """
+    own = await _info(source)
+    settings = StreamSettings(
+        name=stream,
+        subject_prefix=source.subjects.prefix,
+        replicas=own.config.num_replicas or source.stream.replicas,
+        duplicate_window=own.config.duplicate_window or source.stream.duplicate_window,
+        partitions=partitions,
+    )
+    options = options or ConnectOptions()
+    urls = [servers] if isinstance(servers, str) else list(servers)
+    found = await _streams_on(urls, options, {source.stream.name, stream})
+    _refuse_unfit(source, own, found, settings)
+    target = await EventLog.connect(urls, stream=settings, options=options)
+    try:
+        with tempfile.SpooledTemporaryFile(max_size=_SPOOL) as spool:
+            exported = await export_events(source, spool)
+            spool.seek(0)
+            imported = await import_events(
+                target, spool, on_progress=on_progress, batch_size=batch_size
+            )
+        checked = await verify_chains(target)
+    finally:
+        await target.close()
+    return MigrateReport(
+        events=exported.events,
+        threads=exported.threads,
+        appended=imported.appended,
+        already_present=imported.already_present,
+        partitions=partitions,
+        root=checked.root,
+        source_root=exported.root,
+        not_migrated=exported.not_exported,
+        verified=checked.ok and checked.root == exported.root,
+    )
+
+
+async def _info(log: EventLog) -> api.StreamInfo:
+    with log.nats_errors.translating(f"read the info of stream {log.stream.name!r}"):
+        return await log.jetstream.stream_info(log.stream.name)
+
+
+async def _streams_on(
+    urls: Sequence[str], options: ConnectOptions, names: Collection[str]
+) -> dict[str, api.StreamInfo]:
+    """The streams among ``names`` on ``urls``, asked on a connection of its own.
+
+    Not through :meth:`EventLog.connect`, which would create the target before it is checked.
+    """
+    url = ",".join(urls)
+    await probe(urls, url, options.connect_timeout)
+    connection = ConnectionState()
+    nc = await open_client(urls, url, options, connection)
+    errors = NatsErrors(nc, url, connection)
+    js = nc.jetstream(timeout=options.write_timeout)
+    found: dict[str, api.StreamInfo] = {}
+    try:
+        for name in names:
+            with (
+                errors.translating(f"read the info of stream {name!r}"),
+                contextlib.suppress(nats.js.errors.NotFoundError),
+            ):
+                found[name] = await js.stream_info(name)
+    finally:
+        await nc.close()
+    return found
+
+
+def _refuse_unfit(
+    source: EventLog,
+    own: api.StreamInfo,
+    found: dict[str, api.StreamInfo],
+    settings: StreamSettings,
+) -> None:
+    """Refuse a target that is the source, shares its server, or has another partition count.
+
+    The source's own stream is recognised on the target's servers by its name and creation
+    time: a stream of that name created at another time is another stream.
+    """
+    name, prefix = settings.name, settings.subject_prefix
+    there = found.get(source.stream.name)
+    if there is not None and there.created == own.created:
+        if name == source.stream.name:
+            raise MigrationRefusedError(
+                f"stream {name!r} is the source itself", advice="name another stream with --to"
+            )
+        raise MigrationRefusedError(
+            f"the source, stream {source.stream.name!r}, is on the target's server and takes "
+            f"every subject under {prefix!r}, and JetStream gives a subject to one stream only",
+            advice="migrate to another server (--to-nats-url or --to-data-dir)",
+        )
+    existing = found.get(name)
+    if existing is not None and (count := partitions_of(existing.config)) != settings.partitions:
+        raise MigrationRefusedError(
+            f"stream {name!r} exists with {count} partition(s), not the "
+            f"{settings.partitions} asked for",
+            advice=f"migrate into another stream, or ask for {count} with --partitions",
+        )

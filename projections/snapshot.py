@@ -9,7 +9,8 @@ several times over, and the object store delivers about 350 MB/s; the pieces are
 in parallel threads (zlib lets go of the GIL) while those already inflated are read, and
 restored messages stay JSON until first needed (see :class:`~projections.views.Views`).
 Snapshots live in a JetStream object store bucket named ``<stream>_snapshots``, one object
-per snapshot (``views-<sequence>``).
+per snapshot (``views-<sequence>``, or ``partition-<k>-<sequence>`` for the views of one
+partition).
 
 A store starting up tries the newest snapshot first, then older ones, and folds only the
 records after the one it restores. A snapshot is used only if it reads back whole, its
@@ -66,7 +67,7 @@ SNAPSHOT_FORMAT: Final = 2
 """The layout of a snapshot; raise it when :class:`ViewsState` or :class:`Snapshot` change."""
 
 _PURPOSE: Final = "snapshots"
-_NAME: Final = re.compile(r"views-(\d{20})")
+_NAME: Final = re.compile(r"(views|partition-\d+)-(\d{20})")
 
 
 class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
@@ -195,21 +196,26 @@ def _pieces(rows: list[ThreadRow]) -> Iterator[list[ThreadRow]]:
         yield piece
 
 
-def _name(sequence: int) -> str:
-    return f"views-{sequence:020d}"
+def _scope(partition: int | None) -> str:
+    """What a snapshot's views hold: the whole stream, or one partition."""
+    return "views" if partition is None else f"partition-{partition}"
 
 
-def _sequence(name: str) -> int | None:
+def _sequence(name: str, scope: str) -> int | None:
+    """The sequence of snapshot ``name`` if it holds ``scope``; None for any other object."""
     match = _NAME.fullmatch(name)
-    return int(match.group(1)) if match else None
+    return int(match.group(2)) if match and match.group(1) == scope else None
 
 
 class Snapshots:
-    """The snapshots of one stream: write them, and restore the newest one fit to use."""
+    """The snapshots of one stream (or of one of its partitions): write, restore the newest."""
 
-    def __init__(self, log: EventLog, policy: SnapshotPolicy | None = None) -> None:
+    def __init__(
+        self, log: EventLog, policy: SnapshotPolicy | None = None, *, partition: int | None = None
+    ) -> None:
         self._log = log
         self.policy = policy or SnapshotPolicy()
+        self._scope = _scope(partition)
         self._restored: str | None = None
         self._rejected: list[str] = []
         self._written = 0
@@ -232,7 +238,7 @@ class Snapshots:
         """The sequence of the last snapshot written or restored here (0: none)."""
         if self._last is not None:
             return self._last.sequence
-        return _sequence(self._restored or "") or 0
+        return _sequence(self._restored or "", self._scope) or 0
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -242,7 +248,7 @@ class Snapshots:
         with paused_gc():
             snapshot = self._take(projection)
             data = await snapshot.to_bytes()
-        name = _name(snapshot.sequence)
+        name = f"{self._scope}-{snapshot.sequence:020d}"
         bucket = await BlobBucket.open(self._log, _PURPOSE, create=True)
         if bucket is None:  # pragma: no cover - create=True always returns a bucket
             raise SnapshotError(name, "the snapshot bucket could not be created")
@@ -277,9 +283,14 @@ class Snapshots:
         )
 
     async def _prune(self, bucket: BlobBucket) -> None:
-        names = sorted((n for n in await bucket.names() if _sequence(n) is not None), reverse=True)
+        names = await self._names(bucket)
         for old in names[self.policy.keep :]:
             await bucket.delete(old)
+
+    async def _names(self, bucket: BlobBucket) -> list[str]:
+        """The snapshots of this store's scope in the bucket, newest first."""
+        names = [n for n in await bucket.names() if _sequence(n, self._scope) is not None]
+        return sorted(names, reverse=True)
 
     async def keep_writing(
         self, projection: Projection, wait_for: Callable[[int], Awaitable[None]], every: int
@@ -320,7 +331,7 @@ class Snapshots:
         bucket = await BlobBucket.open(self._log, _PURPOSE, create=False)
         if bucket is None:
             return None
-        names = sorted((n for n in await bucket.names() if _sequence(n) is not None), reverse=True)
+        names = await self._names(bucket)
         end = await self._log.last_sequence()
         for name in names:
             try:

@@ -35,6 +35,7 @@ from eventlog import (
     ThreadId,
     UnavailableError,
     UserId,
+    ValidationError,
 )
 from eventlog.events import EventCodec, event_digest
 from eventlog.group import GroupCommit
@@ -327,6 +328,20 @@ class InMemoryMessageStore(_ProjectedStore):
         return sequence
 
 
+def _scope(subjects: Subjects, tenant_id: str | None, partition: int | None) -> str | None:
+    """The filter of a store confined to a tenant or a partition; None for the whole stream."""
+    if tenant_id is not None:
+        return subjects.tenant(tenant_id)
+    if partition is None:
+        return None
+    if not 0 <= partition < subjects.partitions:
+        raise ValidationError(
+            f"partition {partition} does not exist: the stream has partitions 0 to "
+            f"{subjects.partitions - 1}"
+        )
+    return subjects.partition(partition) if subjects.partitioned else None
+
+
 class JetStreamMessageStore(_ProjectedStore):
     """Writes go to a JetStream stream; reads come from views its projection folds.
 
@@ -344,10 +359,15 @@ class JetStreamMessageStore(_ProjectedStore):
         *,
         snapshots: Snapshots | None = None,
         tenant_id: str | None = None,
+        partition: int | None = None,
     ) -> None:
         super().__init__(worker.projection, log.subjects, clock)
         self.tenant_id = tenant_id
         """The one tenant this store sees and writes, or None for all of them."""
+        self.partition = partition
+        """The one partition this store folds and writes, or None for all of them."""
+        self._scope = _scope(log.subjects, tenant_id, partition)
+        self._owns_log = True
         self.log = log
         self._worker = worker
         self.group = GroupCommit(log, on_stored=self._fold_stored)
@@ -370,6 +390,7 @@ class JetStreamMessageStore(_ProjectedStore):
         clock: Clock = utc_now,
         snapshots: SnapshotPolicy | None = None,
         tenant_id: str | None = None,
+        partition: int | None = None,
     ) -> Self:
         """Connect to NATS, open (or create) the stream, and start the projection.
 
@@ -383,19 +404,55 @@ class JetStreamMessageStore(_ProjectedStore):
         With ``tenant_id`` the store sees and writes that tenant's threads only, and needs
         no more than that tenant's permissions (see the README's "Security"); snapshots,
         which hold every tenant, are then not used.
+
+        With ``partition`` the store folds that partition of a partitioned stream only, from
+        that partition's own snapshots, and writes only threads that partition holds: what
+        a replica of ``convlog serve --partitions`` runs, one store per partition.
         """
         settings = StreamSettings(name=stream, subject_prefix=subject_prefix, replicas=replicas)
         log = await EventLog.connect(servers, stream=settings, options=options)
+        try:
+            return await cls.open(
+                log,
+                wait_until_ready=wait_until_ready,
+                clock=clock,
+                snapshots=snapshots,
+                tenant_id=tenant_id,
+                partition=partition,
+                owns_log=True,
+            )
+        except BaseException:
+            await log.close()
+            raise
+
+    @classmethod
+    async def open(
+        cls,
+        log: EventLog,
+        *,
+        wait_until_ready: bool = True,
+        clock: Clock = utc_now,
+        snapshots: SnapshotPolicy | None = None,
+        tenant_id: str | None = None,
+        partition: int | None = None,
+        owns_log: bool = False,
+    ) -> Self:
+        """A store on a connected ``log``, as :meth:`connect` makes it; see there.
+
+        Several stores may share one log (a replica's partitions do); ``close`` closes the
+        log only if ``owns_log``.
+        """
+        if tenant_id is not None and partition is not None:
+            raise ValidationError("a store is confined to a tenant or to a partition, not both")
         if tenant_id is not None:
             snapshots = SnapshotPolicy(restore=False)
-        snapshot_store = Snapshots(log, snapshots)
+        snapshot_store = Snapshots(log, snapshots, partition=partition)
+        scope = _scope(log.subjects, tenant_id, partition)
         worker: ProjectionWorker | None = None
         try:
             restored = await snapshot_store.restore() if snapshot_store.policy.restore else None
             worker = ProjectionWorker(
-                log,
-                restored or Projection(log.codec, log.subjects),
-                subject=None if tenant_id is None else log.subjects.tenant(tenant_id),
+                log, restored or Projection(log.codec, log.subjects), subject=scope
             )
             await worker.start()
             if wait_until_ready:
@@ -404,9 +461,11 @@ class JetStreamMessageStore(_ProjectedStore):
         except BaseException:
             if worker is not None:
                 await worker.stop()
-            await log.close()
             raise
-        store = cls(log, worker, clock, snapshots=snapshot_store, tenant_id=tenant_id)
+        store = cls(
+            log, worker, clock, snapshots=snapshot_store, tenant_id=tenant_id, partition=partition
+        )
+        store._owns_log = owns_log
         if (every := snapshot_store.policy.every) is not None:
             store._snapshot_writer = asyncio.create_task(
                 snapshot_store.keep_writing(worker.projection, worker.wait_for, every)
@@ -414,13 +473,14 @@ class JetStreamMessageStore(_ProjectedStore):
         return store
 
     async def close(self) -> None:
-        """Stop the projection and the snapshot writer, and close the connection."""
+        """Stop the projection and the snapshot writer, and close the connection if its own."""
         if self._snapshot_writer is not None:
             self._snapshot_writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._snapshot_writer
         await self._worker.stop()
-        await self.log.close()
+        if self._owns_log:
+            await self.log.close()
 
     async def snapshot(self) -> SnapshotInfo:
         """Write a snapshot of the views as they are now; see :mod:`projections.snapshot`."""
@@ -552,6 +612,14 @@ class JetStreamMessageStore(_ProjectedStore):
             raise PermissionDeniedError(
                 f"this store is confined to tenant {self.tenant_id!r}, not {event.tenant_id!r}"
             )
+        if (
+            self.partition is not None
+            and (held := self._subjects.partition_of(event.thread_id)) != self.partition
+        ):
+            raise ValidationError(
+                f"thread {event.thread_id!r} is held by partition {held}; this store folds "
+                f"partition {self.partition} only"
+            )
         sequence = await self.group.append(event, expected=expected, payload=self.log.encode(event))
         await self._folded(sequence)
         return sequence
@@ -586,12 +654,12 @@ class JetStreamMessageStore(_ProjectedStore):
     async def _catch_up(self, conflict: ConflictError | None, thread_id: str) -> None:
         if conflict is not None and conflict.actual is not None:
             await self._folded(conflict.actual)
-        elif self.tenant_id is None:
+        elif self._scope is None:
             await self._folded(await self.log.last_sequence())
         else:
-            # A tenant may not ask for the stream's end on others' subjects; its thread's
-            # last record (an unknown thread's subject is known: the tenant is fixed) will do.
-            subject = self._subjects.stored(self.tenant_id, thread_id) if thread_id else None
-            last = await self.log.last_on_subject(subject) if subject else None
+            # The stream's end may lie outside this store's subjects (and a tenant may not
+            # ask for it): the thread's last record, or the last in scope, will do.
+            subject = self._subjects.matching(self.tenant_id, thread_id) if thread_id else None
+            last = await self.log.last_on_subject(subject or self._scope)
             if last is not None:
                 await self._folded(last[0])

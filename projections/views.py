@@ -377,10 +377,22 @@ class Views:
 
     def list_threads(self, tenant_id: str, user_id: str, limit: int, offset: int) -> list[Thread]:
         """Live threads of a user, newest first, a page at a time."""
+        return [thread for _, thread in self.ranked_threads(tenant_id, user_id, limit, offset)]
+
+    def ranked_threads(
+        self, tenant_id: str, user_id: str, limit: int, offset: int
+    ) -> list[tuple[int, Thread]]:
+        """:meth:`list_threads` with each thread's creation sequence, which orders them.
+
+        Newest first is by creation time, then by creation sequence: pages of several
+        partitions merge into the page one view of them all would give.
+        """
         items = self._by_owner.get((tenant_id, user_id), [])
         end = max(len(items) - offset, 0)
         start = max(end - limit, 0)
-        return [self._threads[items[i][2]].model() for i in range(end - 1, start - 1, -1)]
+        return [
+            (items[i][1], self._threads[items[i][2]].model()) for i in range(end - 1, start - 1, -1)
+        ]
 
     def list_messages(self, thread_id: str, *, include_deleted: bool) -> list[Message]:
         """A thread's messages in log order."""

@@ -207,7 +207,9 @@ class ProjectionWorker:
         """Return once the views hold every record the server had for us when called.
 
         Asks the consumer how far it delivered and how much it still has: with a filter
-        (a tenant's store) the stream's last sequence says nothing about our subjects.
+        (a tenant's or a partition's store) the stream's last sequence says nothing about
+        our subjects, and the consumer's position passes over others' records too, so the
+        last record that is ours is as far as the views can get.
         """
         follower = await self._current_follower()
         delivered, pending = await follower.position()
@@ -216,6 +218,9 @@ class ProjectionWorker:
             await idle.wait()
             if self.failure is not None:
                 raise self.failure
+        if self._subject is not None:
+            ours = await self._log.last_on_subject(self._subject)
+            delivered = 0 if ours is None else min(delivered, ours[0])
         await self.wait_for(delivered)
 
     async def pending(self) -> int | None:

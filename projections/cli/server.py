@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 import platformdirs
 
 from eventlog import EmbeddedNats, EmbeddedServerError, EventLog, StreamSettings
+from eventlog.stream import DEFAULT_PARTITIONS
+from projections.service.protocol import ServiceSubjects
 from projections.store import JetStreamMessageStore
 
 if TYPE_CHECKING:
@@ -64,7 +66,12 @@ async def nats_server(target: Target, data_dir: Path | None) -> AsyncIterator[st
     if target.nats_url:
         yield target.nats_url
         return
-    embedded = EmbeddedNats(data_dir=data_dir, max_payload=target.max_payload, linger=LINGER)
+    embedded = EmbeddedNats(
+        data_dir=data_dir,
+        max_payload=target.max_payload,
+        linger=LINGER,
+        extra_config=ServiceSubjects(target.stream, DEFAULT_PARTITIONS).server_config(),
+    )
     async with embedded as url, supervised(embedded):
         if not embedded.owner:
             logger.info("attached to the nats-server (pid %s) on %s", embedded.pid, data_dir)
