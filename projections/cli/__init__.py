@@ -4,7 +4,8 @@
   (:mod:`.serve`); ``tail``: events as they are written (:mod:`.tail`).
 - ``history``, ``replay``, ``show``: what happened (:mod:`.evidence`); ``verify``,
   ``stats``, ``rebuild``, ``snapshot``: whether the log is whole and the views right
-  (:mod:`.checks`); ``export``, ``import``: JSON Lines (:mod:`.transfer`).
+  (:mod:`.checks`); ``export``, ``import``: JSON Lines (:mod:`.transfer`); ``migrate``: a
+  stream copied into another partition count (:mod:`.migrate`).
 - Shared options and the :class:`~.options.Target` they make (:mod:`.options`), the
   embedded server and signals (:mod:`.server`), text (:mod:`.render`, through rich),
   ``--json`` documents (:mod:`.documents`, schemas in docs/cli.md), progress on stderr
@@ -35,6 +36,7 @@ from eventlog import ConvlogError, EmbeddedServerError
 from projections.cli.checks import add_checks
 from projections.cli.demo import add_demo
 from projections.cli.evidence import add_evidence
+from projections.cli.migrate import add_migrate
 from projections.cli.options import (
     EXIT_BROKEN_PIPE,
     EXIT_ERROR,
@@ -60,7 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="convlog", description="An event-sourced conversation log on NATS JetStream."
     )
     commands = Commands(parser)
-    for add in (add_demo, add_serve, add_tail, add_evidence, add_checks, add_transfer):
+    for add in (
+        add_demo,
+        add_serve,
+        add_tail,
+        add_evidence,
+        add_checks,
+        add_transfer,
+        add_migrate,
+    ):
         add(commands)
     return parser
 

@@ -86,8 +86,8 @@ async def migrate(target: Target, args: argparse.Namespace) -> int:
         out.print(f"{copied}; root {report.root}, the source's", style="bold")
         return code
     left_out = (
-        f"; {len(report.not_migrated)} records of the source are not events and were left "
-        "out, so the target's sequences are not the source's"
+        f"; {len(report.not_migrated)} record(s) of the source that are not events were "
+        "left out, so the target's sequences are not the source's"
         if report.not_migrated
         else ""
     )
@@ -118,7 +118,9 @@ def _document(source: str, target: str, report: MigrateReport) -> MigrateDocumen
 def _partitions(text: str) -> int:
     """An argparse type: a partition count a stream may have."""
     if not text.isdigit() or not 1 <= int(text) <= MAX_PARTITIONS:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a partition count (1 to {MAX_PARTITIONS})")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a partition count (1 to {MAX_PARTITIONS})"
+        )
     return int(text)
 
 
@@ -138,9 +140,12 @@ def add_migrate(commands: Commands) -> None:
         help="the target's partition count; 1 is the unpartitioned layout (default: %(default)s)",
     )
     where = parser.add_argument_group(
-        "the target's server (the source's credentials, another server than the source's)"
+        "the target's server: not the source's; reached with the source's credentials"
     ).add_mutually_exclusive_group(required=True)
-    where.add_argument("--to-nats-url", metavar="URL[,URL]", help="NATS server URLs")
+    where.add_argument("--to-nats-url", metavar="URL[,URL]", help="its URLs")
     where.add_argument(
-        "--to-data-dir", type=Path, help="an embedded server's store (started if not running)"
+        "--to-data-dir",
+        type=Path,
+        metavar="DIR",
+        help="the store of an embedded server (started here if none runs on it)",
     )

@@ -13,6 +13,7 @@ from projections.cli.options import EXIT_OK, positive_seconds
 from projections.cli.server import kept_data_dir, nats_server, open_log
 from projections.service.protocol import SERVICE_NAME
 from projections.service.replica import Replica, parse_partitions
+from projections.snapshot import SnapshotPolicy
 
 if TYPE_CHECKING:
     import argparse
@@ -67,7 +68,9 @@ async def serve(target: Target, args: argparse.Namespace) -> int:
 async def _serve(log: EventLog, args: argparse.Namespace, stop: asyncio.Event, url: str) -> None:
     count = log.subjects.partitions
     chosen = parse_partitions(args.partitions, count) if args.partitions else list(range(count))
-    replica = await _until_stopped(stop, Replica.start(log, chosen))
+    every = args.snapshot_every
+    policy = SnapshotPolicy(every=every) if every else None
+    replica = await _until_stopped(stop, Replica.start(log, chosen, snapshots=policy))
     if replica is None:
         return
     try:
@@ -121,6 +124,12 @@ def add_serve(commands: Commands) -> None:
         "--partitions",
         metavar="LIST",
         help="the partitions to fold and serve, e.g. 0-15,32 (default: all)",
+    )
+    parser.add_argument(
+        "--snapshot-every",
+        metavar="EVENTS",
+        type=int,
+        help="write a snapshot of each partition after this many new events (default: none)",
     )
     parser.add_argument(
         "--interval",

@@ -140,7 +140,17 @@ class DeleteMessage(Write, kw_only=True):
 
 
 class Written(msgspec.Struct, kw_only=True):
+    """A write's reply."""
+
     sequence: int
+
+
+class Digest(msgspec.Struct, kw_only=True):
+    """A ``digest`` reply: what two replicas of a partition compare."""
+
+    partition: int
+    sequence: int
+    digest: str
 
 
 READS: Final[Mapping[str, type[ServiceRequest]]] = {
@@ -153,6 +163,7 @@ READS: Final[Mapping[str, type[ServiceRequest]]] = {
     "history": ByMessage,
     "execution_trail": ByExecution,
     "health": NoParameters,
+    "digest": NoParameters,
 }
 WRITES: Final[Mapping[str, type[ServiceRequest]]] = {
     "create_thread": WriteThread,
@@ -202,11 +213,15 @@ class ServiceSubjects:
 
 
 class ServiceError(msgspec.Struct, frozen=True):
-    """An error reply: its micro code, what went wrong, and the convlog error's name."""
+    """An error reply: its micro code, what went wrong, the convlog error's name.
+
+    Its ``fields`` (``kind`` and ``entity_id`` of a NotFoundError, say) are the reply's body.
+    """
 
     code: int
     description: str
     name: str
+    fields: dict[str, str | int | None]
 
 
 _CODES: Final[tuple[tuple[type[ConvlogError], int], ...]] = (
@@ -224,4 +239,9 @@ _CODES: Final[tuple[tuple[type[ConvlogError], int], ...]] = (
 def error_reply(err: ConvlogError) -> ServiceError:
     """The reply a replica sends for ``err``."""
     code = next((code for kind, code in _CODES if isinstance(err, kind)), 500)
-    return ServiceError(code, str(err), type(err).__name__)
+    fields = {
+        name: value
+        for name, value in vars(err).items()
+        if not name.startswith("_") and (value is None or isinstance(value, str | int))
+    }
+    return ServiceError(code, str(err), type(err).__name__, fields)

@@ -52,7 +52,7 @@ from projections.service.protocol import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
     from datetime import datetime
     from types import TracebackType
 
@@ -100,14 +100,18 @@ class _Health(msgspec.Struct):
 class _RepliedError(ConvlogError):
     """A partition's error reply, before it is raised as the error it names."""
 
-    def __init__(self, code: str, name: str, description: str) -> None:
+    def __init__(self, code: str, name: str, description: str, fields: bytes) -> None:
         super().__init__(description)
         self.code, self.name, self.description = code, name, description
+        self.fields = fields
 
     def error(self) -> ConvlogError:
+        """The error the replica raised, with its message and its fields."""
         kind = _ERRORS.get(self.name, ConvlogError)
         error = kind.__new__(kind)
         Exception.__init__(error, self.description)
+        with contextlib.suppress(msgspec.DecodeError):
+            vars(error).update(msgspec.json.decode(self.fields or b"{}", type=dict[str, Any]))
         return error
 
 
@@ -190,6 +194,20 @@ class RemoteMessageStore:
     def name(self) -> str:
         """A short name of the implementation."""
         return "remote-message-store"
+
+    @property
+    def writes(self) -> dict[int, int]:
+        """Per partition, the sequence of this client's last write there.
+
+        Hand it to another client's :meth:`observe` (another process, a web request that
+        follows) and that client reads these writes too, through any replica.
+        """
+        return dict(self._written)
+
+    def observe(self, writes: Mapping[int, int]) -> None:
+        """Read at least as far as ``writes`` (another client's :attr:`writes`) from now on."""
+        for partition, sequence in writes.items():
+            self._written[partition] = max(self._written.get(partition, 0), sequence)
 
     @property
     def requires_network(self) -> bool:
@@ -341,12 +359,20 @@ class RemoteMessageStore:
     async def update_message(
         self, message: Message, *, expected_version: int | None = None
     ) -> None:
-        """Replace a message's content, parts, metadata and parent."""
-        await self._write(
-            self._partition(message.thread_id),
-            "update_message",
-            {"message": _raw(message.model_dump_json()), "expected_version": expected_version},
-        )
+        """Replace a message's content, parts, metadata and parent.
+
+        Sent to the partition of ``message.thread_id``; if the message is not there (the
+        update would move it, which is refused), to the partition that holds it.
+        """
+        params = {"message": _raw(message.model_dump_json()), "expected_version": expected_version}
+        partition = self._partition(message.thread_id)
+        try:
+            await self._write(partition, "update_message", params)
+        except NotFoundError:
+            current = await self.get_message(message.id)
+            if current is None or self._partition(current.thread_id) == partition:
+                raise
+            await self._write(self._partition(current.thread_id), "update_message", params)
 
     async def delete_message(self, message_id: str) -> None:
         """Soft-delete a message; repeat is a no-op. Asks every partition where it is first."""
@@ -389,7 +415,7 @@ def _raise_error(reply: Msg) -> None:
     code = headers.get("Nats-Service-Error-Code")
     if code is not None:
         raise _RepliedError(
-            code, headers.get(ERROR_HEADER, ""), headers.get("Nats-Service-Error", "")
+            code, headers.get(ERROR_HEADER, ""), headers.get("Nats-Service-Error", ""), reply.data
         )
 
 

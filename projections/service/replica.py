@@ -173,7 +173,14 @@ class _Partition:
     async def _fail(self, request: Request, err: ConvlogError) -> None:
         reply = error_reply(err)
         headers = {**self._headers(), ERROR_HEADER: reply.name}
-        await self._send(request.respond_error(str(reply.code), reply.description, headers=headers))
+        await self._send(
+            request.respond_error(
+                str(reply.code),
+                reply.description,
+                data=_ENCODER.encode(reply.fields),
+                headers=headers,
+            )
+        )
 
     async def _send(self, reply: Awaitable[None]) -> None:
         with contextlib.suppress(nats.errors.Error):  # the connection is going: nobody hears
@@ -227,6 +234,14 @@ class _Partition:
     async def _health(self, params: protocol.NoParameters) -> bytes:  # noqa: ARG002 - none
         health = await self.store.health_check()
         return _ENCODER.encode({"partition": self.number, **msgspec.to_builtins(health)})
+
+    async def _digest(self, params: protocol.NoParameters) -> bytes:  # noqa: ARG002 - none
+        views = self.store.views
+        return _ENCODER.encode(
+            protocol.Digest(
+                partition=self.number, sequence=self.store.sequence, digest=views.digest()
+            )
+        )
 
     # --- writes --------------------------------------------------------------------------
 
