@@ -5,6 +5,7 @@ No test module imports another; what two of them need lives here.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import queue
@@ -410,3 +411,72 @@ BAD_PARTS: list[dict[str, Any]] = [
     {"type": "tool-result", "tool_call_id": "t", "tool_name": "n", "result": 1, "is_error": 1},
     {"type": "file", "file_id": "f", "filename": "a", "mime_type": "b", "size_bytes": 1.0},
 ]
+
+
+# --- replicas of the query service ---------------------------------------------------------
+
+REPLICA_STARTED = "serving projection of stream "
+REPLICA_START_WITHIN = 60.0
+"""Seconds a replica may take to fold and register, on a loaded machine."""
+
+
+class Replicas:
+    """Replica processes of one stream: start them, kill one, stop them all by pid."""
+
+    def __init__(self, url: str, settings: StreamSettings) -> None:
+        self.url = url
+        self.settings = settings
+        self.processes: list[subprocess.Popen[str]] = []
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        """Start a replica and return once it serves (its partitions caught up)."""
+        process = start_convlog(
+            "serve",
+            "--nats-url",
+            self.url,
+            "--stream",
+            self.settings.name,
+            "--subject-prefix",
+            self.settings.subject_prefix,
+            "--interval",
+            "3600",
+            *args,
+        )
+        self.processes.append(process)
+        OutputLines(process).until(REPLICA_STARTED, time.monotonic() + REPLICA_START_WITHIN)
+        return process
+
+    async def start_many(self, count: int, *args: str) -> None:
+        """Start ``count`` replicas at once."""
+        await asyncio.gather(*(asyncio.to_thread(self.start, *args) for _ in range(count)))
+
+    def kill(self, process: subprocess.Popen[str]) -> None:
+        """SIGKILL one replica and reap it."""
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+
+    def stop(self) -> None:
+        """SIGTERM every replica still running; kill any that does not stop."""
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            with contextlib.suppress(Exception):
+                process.wait(timeout=30)
+            ended(process)
+
+
+def stream_settings_of(partitions: int) -> StreamSettings:
+    """Settings of a stream of its own: unique name and prefix, ``partitions`` partitions."""
+    token = uuid7().hex[-12:]
+    return StreamSettings(name=f"S{token}", subject_prefix=f"s{token}", partitions=partitions)
+
+
+async def new_stream(
+    url: str, partitions: int, settings: StreamSettings | None = None
+) -> StreamSettings:
+    """Create a stream of this test's own with ``partitions`` partitions."""
+    settings = settings or stream_settings_of(partitions)
+    log = await EventLog.connect(url, stream=settings)
+    await log.close()
+    return settings

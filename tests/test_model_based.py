@@ -1,8 +1,9 @@
 """Model-based test: random operation sequences against the JetStream store and the reference.
 
 Hypothesis drives both stores with the same writes; after every step each query must give
-the same answer (or the same error) from both. Both stores share one deterministic clock
-sequence, so even store-assigned timestamps must agree.
+the same answer (or the same error) from both. Both stores read one deterministic clock
+that moves a millisecond per step, so even store-assigned timestamps must agree. The
+remote store is driven the same way, through two real ``convlog serve`` replicas.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from helpers import Replicas, new_stream
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -35,20 +37,17 @@ from eventlog import (
     ThreadId,
 )
 from projections import InMemoryMessageStore, JetStreamMessageStore, MessageStore
+from projections.service.remote import RemoteMessageStore
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterator
+    from collections.abc import Awaitable, Iterator
 
 TENANTS = ["acme", "acme.eu", "globex"]
 USERS = ["alice", "bob *"]
 EXECUTIONS = [ExecutionId(f"exec_{i}") for i in range(3)]
 
 
-def stepping_clock() -> Callable[[], datetime]:
-    """A clock that moves one millisecond per call, the same for both stores."""
-    ticks: Iterator[int] = itertools.count()
-    start = datetime(2026, 1, 1, tzinfo=UTC)
-    return lambda: start + timedelta(milliseconds=next(ticks))
+START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 class StoresAgree(RuleBasedStateMachine):
@@ -61,24 +60,30 @@ class StoresAgree(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
-        token = uuid7().hex[-12:]
-        self.model: MessageStore = InMemoryMessageStore(clock=stepping_clock())
-        self.real = self.run(
-            JetStreamMessageStore.connect(
-                self.nats_url,
-                stream=f"M{token}",
-                subject_prefix=f"m{token}",
-                clock=stepping_clock(),
-            )
-        )
+        self.ticks: Iterator[int] = itertools.count()
+        self.now = START
+        self.model: MessageStore = InMemoryMessageStore(clock=self.clock)
+        self.real: MessageStore = self.run(self.connect_real())
         self.thread_ids: list[str] = ["thread_ghost"]
         self.message_ids: list[str] = ["msg_ghost"]
+
+    def clock(self) -> datetime:
+        """The time of the current step, the same for both stores however often asked."""
+        return self.now
+
+    async def connect_real(self) -> MessageStore:
+        """The store checked against the reference."""
+        token = uuid7().hex[-12:]
+        return await JetStreamMessageStore.connect(
+            self.nats_url, stream=f"M{token}", subject_prefix=f"m{token}", clock=self.clock
+        )
 
     def run(self, call: Awaitable[Any]) -> Any:
         return self.loop.run_until_complete(call)
 
     def both(self, method: str, *args: Any) -> None:
         """Call ``method`` on both stores: same result, or the same error type."""
+        self.now = START + timedelta(milliseconds=next(self.ticks))
         outcomes = []
         for store in (self.model, self.real):
             try:
@@ -88,7 +93,7 @@ class StoresAgree(RuleBasedStateMachine):
         assert outcomes[0] == outcomes[1], f"{method}{args}: {outcomes}"
 
     def teardown(self) -> None:
-        self.run(self.real.close())
+        self.run(self.real.close())  # type: ignore[attr-defined] # every store here closes
         self.loop.close()
 
     @rule(target=threads, tenant=st.sampled_from(TENANTS), user=st.sampled_from(USERS))
@@ -173,6 +178,48 @@ def test_jetstream_store_agrees_with_the_reference(machine: type[StoresAgree]) -
         settings=settings(
             max_examples=30,
             stateful_step_count=50,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        ),
+    )
+
+
+class RemoteStoresAgree(StoresAgree):
+    """The same, with the remote store through two replicas sharing four partitions."""
+
+    def __init__(self) -> None:
+        self.replicas: Replicas | None = None
+        super().__init__()
+
+    async def connect_real(self) -> MessageStore:
+        settings = await new_stream(self.nats_url, 4)
+        self.replicas = Replicas(self.nats_url, settings)
+        await self.replicas.start_many(2)
+        return await RemoteMessageStore.connect(
+            self.nats_url, stream=settings.name, clock=self.clock
+        )
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()
+        finally:
+            if self.replicas is not None:
+                self.replicas.stop()
+
+
+@pytest.fixture
+def remote_machine(nats_server: EmbeddedNats) -> type[RemoteStoresAgree]:
+    RemoteStoresAgree.nats_url = nats_server.url
+    return RemoteStoresAgree
+
+
+def test_remote_store_agrees_with_the_reference(remote_machine: type[RemoteStoresAgree]) -> None:
+    """Random writes through the service leave it and the reference in agreement."""
+    run_state_machine_as_test(
+        remote_machine,
+        settings=settings(
+            max_examples=8,
+            stateful_step_count=40,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow],
         ),

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -16,11 +15,10 @@ import msgspec
 import nats
 import nats.errors
 import pytest
-from helpers import OutputLines, ended, start_convlog
-from uuid_utils import uuid7
+from helpers import Replicas, new_stream, stream_settings_of
 
 from eventlog import (
-    EventLog,
+    AlreadyExistsError,
     Message,
     StreamSettings,
     Thread,
@@ -32,76 +30,10 @@ from projections.service.remote import RemoteMessageStore
 from projections.testing import MessageStoreContract
 
 if TYPE_CHECKING:
-    import subprocess
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
     from conftest import ServerFactory
     from nats.aio.msg import Msg
-
-STARTED = "serving projection of stream "
-START_WITHIN = 60.0
-"""Seconds a replica may take to fold and register, on a loaded machine."""
-
-
-class Replicas:
-    """Replica processes of one stream: start them, kill one, stop them all by pid."""
-
-    def __init__(self, url: str, settings: StreamSettings) -> None:
-        self.url = url
-        self.settings = settings
-        self.processes: list[subprocess.Popen[str]] = []
-
-    def start(self, *args: str) -> subprocess.Popen[str]:
-        """Start a replica and return once it serves (its partitions caught up)."""
-        process = start_convlog(
-            "serve",
-            "--nats-url",
-            self.url,
-            "--stream",
-            self.settings.name,
-            "--subject-prefix",
-            self.settings.subject_prefix,
-            "--interval",
-            "3600",
-            *args,
-        )
-        self.processes.append(process)
-        OutputLines(process).until(STARTED, time.monotonic() + START_WITHIN)
-        return process
-
-    async def start_many(self, count: int, *args: str) -> None:
-        """Start ``count`` replicas at once."""
-        await asyncio.gather(*(asyncio.to_thread(self.start, *args) for _ in range(count)))
-
-    def kill(self, process: subprocess.Popen[str]) -> None:
-        """SIGKILL one replica and reap it."""
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-
-    def stop(self) -> None:
-        """SIGTERM every replica still running; kill any that does not stop."""
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            with contextlib.suppress(Exception):
-                process.wait(timeout=30)
-            ended(process)
-
-
-def _settings(partitions: int) -> StreamSettings:
-    token = uuid7().hex[-12:]
-    return StreamSettings(name=f"S{token}", subject_prefix=f"s{token}", partitions=partitions)
-
-
-async def _stream(
-    url: str, partitions: int, settings: StreamSettings | None = None
-) -> StreamSettings:
-    """Create a stream of this test's own with ``partitions`` partitions."""
-    settings = settings or _settings(partitions)
-    log = await EventLog.connect(url, stream=settings)
-    await log.close()
-    return settings
 
 
 @pytest.fixture
@@ -145,7 +77,7 @@ class TestRemoteMessageStore(MessageStoreContract):
         replicas_on: Callable[[str, StreamSettings], Replicas],
         remote_on: Callable[[str, str], Awaitable[RemoteMessageStore]],
     ) -> RemoteMessageStore:
-        settings = await _stream(nats_url, partitions=4)
+        settings = await new_stream(nats_url, partitions=4)
         await replicas_on(nats_url, settings).start_many(2)
         return await remote_on(nats_url, settings.name)
 
@@ -179,10 +111,10 @@ async def test_every_partition_is_answered_by_its_owner_and_routed_by_the_server
     remote_on: Callable[[str, str], Awaitable[RemoteMessageStore]],
 ) -> None:
     """Two replicas own half the partitions each; the server's mapping routes by thread."""
-    settings = _settings(partitions=8)
+    settings = stream_settings_of(partitions=8)
     subjects = ServiceSubjects(settings.name, 8)
     server = await start_server(extra_config=subjects.server_config())
-    await _stream(server.url, 8, settings)
+    await new_stream(server.url, 8, settings)
     store = await JetStreamMessageStore.connect(
         server.url, stream=settings.name, subject_prefix=settings.subject_prefix
     )
@@ -247,7 +179,7 @@ async def test_a_partition_with_two_owners_shares_its_requests(
     remote_on: Callable[[str, str], Awaitable[RemoteMessageStore]],
 ) -> None:
     """Both replicas of a partition answer some of its requests (the queue group)."""
-    settings = await _stream(nats_url, partitions=2)
+    settings = await new_stream(nats_url, partitions=2)
     await replicas_on(nats_url, settings).start_many(2)
     remote = await remote_on(nats_url, settings.name)
     thread = Thread.new("acme", "alice")
@@ -277,7 +209,7 @@ async def test_a_partition_nobody_serves_fails_fast_and_clearly(
     remote_on: Callable[[str, str], Awaitable[RemoteMessageStore]],
 ) -> None:
     """With partition 1 unserved, a call about one of its threads says so at once."""
-    settings = await _stream(nats_url, partitions=2)
+    settings = await new_stream(nats_url, partitions=2)
     await replicas_on(nats_url, settings).start_many(1, "--partitions", "0")
     remote = await remote_on(nats_url, settings.name)
     subjects = settings.subjects(2)
@@ -296,7 +228,7 @@ async def test_killing_a_replica_moves_its_traffic_to_the_survivor(
     remote_on: Callable[[str, str], Awaitable[RemoteMessageStore]],
 ) -> None:
     """SIGKILL one of two replicas mid-load: every request sent after it died is answered."""
-    settings = await _stream(nats_url, partitions=4)
+    settings = await new_stream(nats_url, partitions=4)
     replicas = replicas_on(nats_url, settings)
     await replicas.start_many(2)
     remote = await remote_on(nats_url, settings.name)
@@ -337,3 +269,165 @@ async def test_killing_a_replica_moves_its_traffic_to_the_survivor(
     assert len(after) >= 500
     assert set(after) == {1}
     assert len(lost) <= 8  # at most the requests in flight
+
+
+# --- catching up, read-your-writes, ids across partitions -------------------------------
+
+
+async def _digests(nc: nats.NATS, settings: StreamSettings, partitions: int) -> dict[int, str]:
+    """Each partition's views digest, as a replica that holds it answers."""
+    subjects = ServiceSubjects(settings.name, partitions)
+    digests = {}
+    for partition in range(partitions):
+        reply = await _request(nc, subjects.endpoint(partition, "digest"), {})
+        digests[partition] = msgspec.json.decode(reply.data)["digest"]
+    return digests
+
+
+async def test_a_late_replica_catches_up_from_snapshots_and_the_stream_before_it_answers(
+    nats_url: str,
+    replicas_on: Callable[[str, StreamSettings], Replicas],
+    remote_on: Callable[[str, str], Awaitable[RemoteMessageStore]],
+) -> None:
+    """A replica started after writes restores each partition's snapshot, folds the rest,
+    and answers exactly as the first one does."""
+    settings = await new_stream(nats_url, partitions=2)
+    replicas = replicas_on(nats_url, settings)
+    first = await asyncio.to_thread(replicas.start, "--snapshot-every", "10")
+    remote = await remote_on(nats_url, settings.name)
+    threads = [Thread.new("acme", f"user-{i}") for i in range(6)]
+    for thread in threads:
+        await remote.create_thread(thread)
+        for n in range(5):
+            await remote.create_message(Message.user(thread.id, f"message {n}"))
+    nc = await nats.connect(nats_url)
+    try:
+        written = await _snapshots_written(nc, settings)
+        assert written == {0, 1}, "each partition wrote a snapshot"
+        for thread in threads:  # and more after the snapshots
+            await remote.update_thread(thread.model_copy(update={"title": "later"}))
+        before = await _digests(nc, settings, 2)
+        await asyncio.to_thread(replicas.start)
+        replicas.kill(first)
+        assert await _digests(nc, settings, 2) == before  # now answered by the late one
+        healths = [
+            msgspec.json.decode(r.data)
+            for r in [
+                await _request(nc, ServiceSubjects(settings.name, 2).endpoint(p, "health"), {})
+                for p in range(2)
+            ]
+        ]
+    finally:
+        await nc.close()
+    assert all(h["snapshots"]["restored"].startswith("partition-") for h in healths), healths
+    assert [t.title for t in await remote.list_threads("acme", "user-0", 10, 0)] == ["later"]
+
+
+async def _snapshots_written(nc: nats.NATS, settings: StreamSettings) -> set[int]:
+    """The partitions whose replica has written a snapshot, once both have."""
+    subjects = ServiceSubjects(settings.name, 2)
+    while True:
+        written = set()
+        for partition in range(2):
+            reply = await _request(nc, subjects.endpoint(partition, "health"), {})
+            if msgspec.json.decode(reply.data)["snapshots"]["written"]:
+                written.add(partition)
+        if written == {0, 1}:
+            return written
+        await asyncio.sleep(0.05)  # polling the replica's own report: there is no event
+
+
+async def test_a_write_through_one_client_is_read_through_another_with_its_sequences(
+    nats_url: str,
+    replicas_on: Callable[[str, StreamSettings], Replicas],
+    remote_on: Callable[[str, str], Awaitable[RemoteMessageStore]],
+) -> None:
+    """Client B, given client A's write sequences, reads each of A's writes at once."""
+    settings = await new_stream(nats_url, partitions=4)
+    await replicas_on(nats_url, settings).start_many(2)
+    writer = await remote_on(nats_url, settings.name)
+    reader = await remote_on(nats_url, settings.name)
+    thread = Thread.new("acme", "alice")
+    await writer.create_thread(thread)
+    for n in range(100):
+        message = Message.user(thread.id, f"message {n}")
+        await writer.create_message(message)
+        reader.observe(writer.writes)
+        assert await reader.get_message(message.id) == message
+        assert await reader.count_messages(thread.id) == n + 1
+
+
+async def test_an_id_held_in_another_partition_is_refused(
+    nats_url: str,
+    replicas_on: Callable[[str, StreamSettings], Replicas],
+    remote_on: Callable[[str, str], Awaitable[RemoteMessageStore]],
+) -> None:
+    """A message id taken in one partition cannot be created in a thread of another, even
+    when another replica holds it; a thread id is one partition's, whatever the tenant."""
+    settings = await new_stream(nats_url, partitions=4)
+    await asyncio.gather(
+        asyncio.to_thread(replicas_on(nats_url, settings).start, "--partitions", "0-1"),
+        asyncio.to_thread(replicas_on(nats_url, settings).start, "--partitions", "2-3"),
+    )
+    remote = await remote_on(nats_url, settings.name)
+    subjects = settings.subjects(4)
+    threads: dict[int, Thread] = {}
+    while len(threads) < 4:
+        thread = Thread.new("acme", "alice")
+        threads.setdefault(subjects.partition_of(thread.id), thread)
+    for thread in threads.values():
+        await remote.create_thread(thread)
+    taken = Message.user(threads[0].id, "first")
+    await remote.create_message(taken)
+    for partition in (1, 2, 3):  # held here, and across the other replica
+        clash = taken.model_copy(update={"thread_id": threads[partition].id})
+        with pytest.raises(AlreadyExistsError):
+            await remote.create_message(clash)
+    assert await remote.get_message(taken.id) == taken
+    assert [await remote.count_messages(threads[p].id) for p in range(4)] == [1, 0, 0, 0]
+    other_tenant = threads[2].model_copy(update={"tenant_id": "globex"})
+    with pytest.raises(AlreadyExistsError):
+        await remote.create_thread(other_tenant)
+
+
+# --- bad requests ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "body", "reason"),
+    [
+        ("get_thread", b"{not json", "bad request"),
+        ("get_thread", b"{}", "thread_id"),
+        ("get_thread", b'{"thread_id": 7}', "Expected `str`"),
+        ("list_threads", b'{"tenant_id": "a", "user_id": "u", "limit": 100000}', "limit"),
+        ("list_threads", b'{"tenant_id": "a", "user_id": "u", "offset": -1}', "offset"),
+        ("count_messages", b'{"thread_id": "t", "min_sequence": -5}', "min_sequence"),
+        ("get_message", b'{"message_id": "m", "extra": 1}', "extra"),
+        ("create_thread", b'{"thread": {"id": "t"}}', "thread"),
+        ("create_message", b'{"message": [1, 2]}', "message"),
+    ],
+)
+async def test_bad_requests_get_a_400_with_the_reason_and_the_service_keeps_serving(
+    nats_url: str,
+    replicas_on: Callable[[str, StreamSettings], Replicas],
+    endpoint: str,
+    body: bytes,
+    reason: str,
+) -> None:
+    """Malformed JSON, missing, unknown or wrong-typed parameters, huge limits: 400."""
+    settings = await new_stream(nats_url, partitions=1)
+    await replicas_on(nats_url, settings).start_many(1)
+    subjects = ServiceSubjects(settings.name, 1)
+    nc = await nats.connect(nats_url)
+    try:
+        reply = await nc.request(subjects.endpoint(0, endpoint), body, timeout=10)
+        headers = reply.headers or {}
+        assert headers.get("Nats-Service-Error-Code") == "400", headers
+        assert reason in headers["Nats-Service-Error"], headers
+        assert headers["Convlog-Error"] == "ValidationError"
+        with pytest.raises(nats.errors.NoRespondersError):  # an unknown endpoint
+            await nc.request(subjects.endpoint(0, "drop_everything"), b"{}", timeout=10)
+        fine = await _request(nc, subjects.endpoint(0, "count_messages"), {"thread_id": "t"})
+        assert fine.data == b"0"
+    finally:
+        await nc.close()
