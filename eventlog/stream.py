@@ -50,7 +50,7 @@ class StreamSettings:
             raise ValidationError(
                 f"stream name {self.name!r} must be letters, digits, '_' or '-' (at most 255)"
             )
-        self.subjects(self.partitions or 1)  # validates the prefix and the partition count
+        self.subjects(1 if self.partitions is None else self.partitions)  # validates both
 
     def subjects(self, partitions: int) -> Subjects:
         """The subject layout of this stream with ``partitions`` partitions."""

@@ -530,7 +530,7 @@ def _refuse_unfit(
     """
     name, prefix = settings.name, settings.subject_prefix
     there = found.get(source.stream.name)
-    if there is not None and there.created == own.created:
+    if there is not None and own.created is not None and there.created == own.created:
         if name == source.stream.name:
             raise MigrationRefusedError(
                 f"stream {name!r} is the source itself", advice="name another stream with --to"

@@ -34,6 +34,10 @@ from projections.rebuild import (
     Rebuilt,
     rebuild,
 )
+from projections.service import (
+    RemoteMessageStore,
+    ServiceSubjects,
+)
 from projections.snapshot import (
     SnapshotHealth,
     SnapshotInfo,
@@ -59,6 +63,8 @@ __all__ = [
     "ReadOnlyStore",
     "RebuildMismatchError",
     "Rebuilt",
+    "RemoteMessageStore",
+    "ServiceSubjects",
     "SkippedEvent",
     "SnapshotError",
     "SnapshotFormatError",

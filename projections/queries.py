@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from projections.fold import Projection
     from projections.views import Views
 
-__all__ = ["ViewQueries"]
+__all__ = ["ViewQueries", "check_count"]
 
 
 class ViewQueries:
@@ -59,8 +59,8 @@ class ViewQueries:
         self, tenant_id: str, user_id: str, limit: int, offset: int
     ) -> list[Thread]:
         """A user's live threads, newest first (log order breaks ties)."""
-        _check_count("limit", limit)
-        _check_count("offset", offset)
+        check_count("limit", limit)
+        check_count("offset", offset)
         return self.views.list_threads(tenant_id, user_id, limit, offset)
 
     async def get_message(self, message_id: str) -> Message | None:
@@ -80,7 +80,7 @@ class ViewQueries:
         return self.views.count_messages(thread_id)
 
 
-def _check_count(name: str, value: object) -> None:
+def check_count(name: str, value: object) -> None:
     """A page bound is a plain int (not a bool, a float or a str) and never negative."""
     if type(value) is not int or value < 0:
         raise ValidationError(

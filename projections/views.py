@@ -404,6 +404,31 @@ class Views:
             return messages
         return [m for m in messages if m.deleted_at is None]
 
+    # --- the same answers as JSON, for the query service: no model in between -------------
+
+    def thread_json(self, thread_id: str) -> bytes | None:
+        """:meth:`thread` as the seed's JSON."""
+        entry = self._threads.get(thread_id)
+        return entry.data.json() if entry is not None else None
+
+    def message_json(self, message_id: str) -> bytes | None:
+        """:meth:`message` as the seed's JSON."""
+        entry = self._messages.get(message_id)
+        return entry.json() if entry is not None else None
+
+    def messages_json(self, thread_id: str, *, include_deleted: bool) -> bytes:
+        """:meth:`list_messages` as a JSON array."""
+        entry = self._threads.get(thread_id)
+        entries = [self._messages[m] for m in entry.message_ids] if entry is not None else []
+        if not include_deleted:
+            entries = [e for e in entries if e.data.deleted_at is None]
+        return b"[" + b",".join(e.json() for e in entries) + b"]"
+
+    def messages_by_execution_json(self, execution_id: str) -> bytes:
+        """:meth:`messages_by_execution` as a JSON array."""
+        ids = self._by_execution.get(execution_id, [])
+        return b"[" + b",".join(self._messages[m].json() for m in ids) + b"]"
+
     def messages_by_execution(self, execution_id: str) -> list[Message]:
         """Every message an execution wrote, in log order, deleted ones included."""
         return [self._messages[m].model() for m in self._by_execution.get(execution_id, [])]

@@ -484,7 +484,7 @@ class JsonRun:
 def test_docs_list_a_json_schema_for_every_command_that_prints_a_result() -> None:
     assert set(documented_fields()) == {
         "tail", "history", "replay", "show", "verify", "stats", "rebuild", "snapshot", "export",
-        "import",
+        "import", "migrate",
     }  # fmt: skip
 
 

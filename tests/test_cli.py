@@ -75,7 +75,7 @@ def test_demo_uses_the_given_server_stream_and_prefix(
 def test_serve_reports_status_and_stops_cleanly_on_a_signal(
     tmp_path: Path, signum: signal.Signals
 ) -> None:
-    """`convlog serve` prints where it serves, then status lines, and exits 0 on a signal."""
+    """`convlog serve` prints where and what it serves, then status, and exits 0 on a signal."""
     process = subprocess.Popen(  # noqa: S603 - our own script, fixed arguments
         [str(CONVLOG), "serve", "--data-dir", str(tmp_path), "--interval", "0.2"],
         stdout=subprocess.PIPE,
@@ -88,6 +88,10 @@ def test_serve_reports_status_and_stops_cleanly_on_a_signal(
         lines = OutputLines(process)
         deadline = time.monotonic() + 30
         assert lines.next(deadline).startswith("serving projection of stream CONVLOG at nats://")
+        served = lines.next(deadline)
+        assert served == (
+            "partitions 0-63 of 64: service 'convlog' on convlog-q.CONVLOG.<partition>.<endpoint>"
+        )
         status = lines.next(deadline)
         assert status.startswith("applied sequence 0, health ok"), status
         process.send_signal(signum)

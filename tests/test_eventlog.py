@@ -148,6 +148,84 @@ async def test_connecting_twice_to_a_fit_stream_works(
         await second.close()
 
 
+@pytest.mark.parametrize(("existing", "asked"), [(8, 16), (1, 64), (64, 1)])
+async def test_connect_refuses_a_stream_with_another_partition_count(
+    nats_url: str, stream_settings: StreamSettings, existing: int, asked: int
+) -> None:
+    """Asking for a count the stream does not have names both counts, and changes nothing."""
+    log = await EventLog.connect(
+        nats_url, stream=dataclasses.replace(stream_settings, partitions=existing)
+    )
+    await log.close()
+    with pytest.raises(
+        ValidationError,
+        match=rf"'{stream_settings.name}' exists but .*: it has {existing} partition\(s\), "
+        rf"not the {asked} asked for",
+    ):
+        await EventLog.connect(
+            nats_url, stream=dataclasses.replace(stream_settings, partitions=asked)
+        )
+    again = await EventLog.connect(nats_url, stream=stream_settings)
+    try:
+        assert again.subjects.partitions == existing
+    finally:
+        await again.close()
+
+
+async def test_a_legacy_stream_is_opened_as_it_is(
+    nats_url: str, stream_settings: StreamSettings, raw_js: JetStreamContext
+) -> None:
+    """Without a count asked, an unpartitioned stream stays one: events under the published
+    subject, no transform added."""
+    legacy = dataclasses.replace(stream_settings, partitions=1)
+    await (await EventLog.connect(nats_url, stream=legacy)).close()
+    log = await EventLog.connect(nats_url, stream=stream_settings)
+    try:
+        assert (log.subjects.partitions, log.subjects.partitioned) == (1, False)
+        await log.append(thread_created())
+        subject = log.subjects.thread(TENANT, "thread_1")
+        assert (await raw_js.get_msg(stream_settings.name, 1)).subject == subject
+        assert [record.subject for record in await collect(log.read())] == [subject]
+    finally:
+        await log.close()
+    config = (await raw_js.stream_info(stream_settings.name)).config
+    assert config.subjects == [f"{stream_settings.subject_prefix}.>"]
+    assert config.subject_transform is None
+
+
+@pytest.mark.parametrize(
+    "dest",
+    [
+        "{prefix}.{{{{wildcard(2)}}}}.{{{{wildcard(1)}}}}",
+        "{prefix}.{{{{partition(8,1)}}}}.{{{{wildcard(1)}}}}.{{{{wildcard(2)}}}}",
+        "{prefix}.{{{{partition(8,2)}}}}.{{{{wildcard(2)}}}}.{{{{wildcard(1)}}}}",
+    ],
+    ids=["swapped", "partition-by-tenant", "partition-then-swapped"],
+)
+async def test_connect_refuses_a_stream_whose_transform_is_foreign(
+    nats_url: str, stream_settings: StreamSettings, raw_js: JetStreamContext, dest: str
+) -> None:
+    """A transform that is not convlog's own would store events where readers do not look."""
+    prefix = stream_settings.subject_prefix
+    await raw_js.add_stream(
+        name=stream_settings.name,
+        subjects=[f"{prefix}.*.*"],
+        subject_transform=api.SubjectTransform(
+            src=f"{prefix}.*.*", dest=dest.format(prefix=prefix)
+        ),
+        storage=api.StorageType.FILE,
+        deny_delete=True,
+        deny_purge=True,
+        allow_direct=True,
+    )
+    with pytest.raises(ValidationError, match="its subject transform") as caught:
+        await EventLog.connect(nats_url, stream=stream_settings)
+    assert repr(stream_settings.name) in str(caught.value)
+    existing = (await raw_js.stream_info(stream_settings.name)).config
+    assert existing.subject_transform is not None
+    assert existing.subject_transform.dest == dest.format(prefix=prefix)
+
+
 async def test_connect_to_an_unreachable_server_is_unavailable() -> None:
     """Connecting to a port nobody listens on raises UnavailableError naming the URL, quickly."""
     url = "nats://127.0.0.1:1"

@@ -99,6 +99,7 @@ USER_TIER: dict[str, dict[str, set[str]]] = {
         "fold": {"SkippedEvent"},
         "health": {"Health"},
         "rebuild": {"Rebuilt", "rebuild"},
+        "service": {"RemoteMessageStore", "ServiceSubjects"},
         "snapshot": {"SnapshotHealth", "SnapshotInfo", "SnapshotPolicy"},
         "store": {"InMemoryMessageStore", "JetStreamMessageStore", "MessageStore"},
     },

@@ -1,17 +1,29 @@
-"""Tests for eventlog.subjects: the reversible id-to-token encoding and the subject layout."""
+"""Tests for eventlog.subjects: the reversible id-to-token encoding and the subject layout.
+
+The partition of a thread is computed here and by nats-server's subject transform: the
+tests that append through a real server check that the two agree.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from typing import TYPE_CHECKING
 
+import nats
 import pytest
+from helpers import thread_created
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
-from eventlog import ValidationError
-from eventlog.subjects import Subjects, decode_token, encode_token
+from eventlog import EventLog, StreamSettings, ValidationError
+from eventlog.subjects import MAX_PARTITIONS, Subjects, decode_token, encode_token, partition_of
+
+if TYPE_CHECKING:
+    from eventlog import LogRecord
 
 TOKEN = re.compile(r"[A-Za-z0-9_-]+")
+AWKWARD_IDS = ["tenant.a", "a*b", "x > y", "émoji 🚀", "_leading", " spaced ", ">", "*", "-"]
 ids = st.text(min_size=1, max_size=64)
 SUBJECTS = Subjects("convlog")
 
@@ -147,7 +159,159 @@ def test_subject_layout_under_a_dotted_prefix() -> None:
     """A multi-token prefix leads every subject, and the wildcards are built on it."""
     subjects = Subjects("org.convlog")
     assert subjects.all == "org.convlog.>"
-    assert subjects.tenant("acme") == "org.convlog.acme.>"
+    assert subjects.tenant("acme") == "org.convlog.acme.*"
     assert subjects.thread("acme", "t-1") == "org.convlog.acme.t-1"
     assert subjects.parse("org.convlog.acme.t-1") == ("acme", "t-1")
     assert subjects.parse(subjects.thread("a.b", "c d")) == ("a.b", "c d")
+
+
+# --- partitions ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("token", "hashed"),
+    [("", 0x811C9DC5), ("a", 0xE40C292C), ("foobar", 0xBF9CF968)],
+)
+def test_partition_of_is_fnv1a_32_of_the_token(token: str, hashed: int) -> None:
+    """The published FNV-1a 32-bit test vectors, taken modulo the partition count."""
+    assert partition_of(token, 2**32) == hashed
+    assert partition_of(token, 64) == hashed % 64
+
+
+@given(ids, ids, st.sampled_from([1, 2, 7, 64, MAX_PARTITIONS]))
+@example("acme", "t1", 64)
+@example("0", "1", 8)
+@example("a.b", "x > y", 64)
+@example("émoji 🚀", "_leading", 3)
+def test_published_and_stored_forms_round_trip(
+    tenant_id: str, thread_id: str, partitions: int
+) -> None:
+    """stored and logical invert each other; filter and matching give the stored form; each
+    filter matches the stored subject; partition(p) matches it only for its own p."""
+    subjects = Subjects("org.convlog", partitions)
+    published = subjects.thread(tenant_id, thread_id)
+    stored = subjects.stored(tenant_id, thread_id)
+    assert subjects.logical(stored) == subjects.logical(published) == published
+    assert subjects.filter(published) == subjects.filter(stored) == stored
+    assert subjects.matching(tenant_id, thread_id) == stored
+    assert subjects.parse(stored) == subjects.parse(published) == (tenant_id, thread_id)
+    for pattern in (
+        subjects.matching(tenant_id, None),
+        subjects.matching(None, thread_id),
+        subjects.matching(None, None),
+        subjects.tenant(tenant_id),
+        subjects.filter(subjects.all),
+        subjects.filter(f"org.convlog.{encode_token(tenant_id)}.>"),
+    ):
+        assert subject_matches(pattern, stored), pattern
+    partition = subjects.partition_of(thread_id)
+    assert partition == partition_of(encode_token(thread_id), partitions)
+    if not subjects.partitioned:
+        assert stored == published
+        assert partition == 0
+        return
+    assert stored.split(".")[2] == str(partition)
+    assert subject_matches(subjects.published, published)
+    assert subject_matches(subjects.partition(partition), stored)
+    assert not subject_matches(subjects.partition((partition + 1) % partitions), stored)
+
+
+def test_published_filters_are_rewritten_to_the_stored_form() -> None:
+    """A tenant's published filter gains a partition wildcard, a thread's its partition."""
+    subjects = Subjects("convlog", 64)
+    where = partition_of("t1", 64)
+    assert subjects.filter("convlog.acme.t1") == f"convlog.{where}.acme.t1"
+    assert subjects.filter("convlog.acme.>") == "convlog.*.acme.>"
+    assert subjects.filter("convlog.*.*") == "convlog.*.*.*"
+    assert subjects.filter("convlog.>") == "convlog.>"
+    assert subjects.filter("other.acme.t1") == "other.acme.t1"
+    assert subjects.matching(None, None) == "convlog.*.*.*"
+    assert subjects.partition(5) == "convlog.5.*.*"
+    assert subjects.logical("convlog.acme.t1") == "convlog.acme.t1"
+    assert subjects.logical("other.5.acme.t1") == "other.5.acme.t1"
+    legacy = Subjects("convlog", 1)
+    assert legacy.filter("convlog.acme.t1") == legacy.stored("acme", "t1") == "convlog.acme.t1"
+    assert legacy.matching(None, None) == "convlog.*.*"
+    assert legacy.logical("convlog.acme.t1") == "convlog.acme.t1"
+
+
+@pytest.mark.parametrize("partitions", [0, -1, MAX_PARTITIONS + 1])
+def test_invalid_partition_counts_are_refused(partitions: int) -> None:
+    """A layout has 1 to 1024 partitions: another count raises, naming it."""
+    with pytest.raises(ValidationError, match=rf"1 to 1024 partitions, not {partitions}$"):
+        Subjects("convlog", partitions)
+
+
+@pytest.mark.parametrize(
+    "partitions",
+    [0, -1, MAX_PARTITIONS + 1],
+)
+def test_stream_settings_refuse_invalid_partition_counts(partitions: int) -> None:
+    """Settings asking for a count no stream may have raise before anything connects."""
+    with pytest.raises(ValidationError, match=rf"1 to 1024 partitions, not {partitions}$"):
+        StreamSettings(partitions=partitions)
+
+
+def test_the_edges_of_the_partition_range_are_taken() -> None:
+    assert not Subjects("convlog", 1).partitioned
+    assert Subjects("convlog", MAX_PARTITIONS).partitioned
+    assert StreamSettings(partitions=MAX_PARTITIONS).partitions == MAX_PARTITIONS
+
+
+THREAD_IDS = list(
+    dict.fromkeys(
+        [
+            *(f"thread_{n}" for n in range(40)),
+            *(
+                f"{word}{separator}{n}"
+                for word in ("t", "é", "🚀", "日本語", "a b")
+                for separator in (" ", ".", "", "*", ">")
+                for n in range(6)
+            ),
+            *AWKWARD_IDS,
+        ]
+    )
+)
+"""Plain thread ids, and many that need encoding: spaces, dots, wildcards, unicode."""
+
+
+async def stored_subjects(url: str, stream: str, count: int) -> list[str]:
+    """The subjects the server keeps records 1 to ``count`` of ``stream`` under, read raw."""
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        return [(await js.get_msg(stream, sequence)).subject for sequence in range(1, count + 1)]
+    finally:
+        await nc.close()
+
+
+async def collected(log: EventLog, subject: str | None = None) -> list[LogRecord]:
+    return [record async for record in log.read(subject=subject)]
+
+
+@pytest.mark.parametrize("partitions", [7, 64])
+async def test_partition_of_is_the_partition_the_server_stores_under(
+    nats_url: str, stream_settings: StreamSettings, partitions: int
+) -> None:
+    """For every thread id, plain or encoded, the server's transform stores its events under
+    the partition Subjects computes; readers see the published subject; a partition's
+    filter reads exactly its own threads."""
+    settings = dataclasses.replace(stream_settings, partitions=partitions)
+    log = await EventLog.connect(nats_url, stream=settings)
+    try:
+        await log.append_batch([thread_created("acme corp", thread_id) for thread_id in THREAD_IDS])
+        raw = await stored_subjects(nats_url, settings.name, len(THREAD_IDS))
+        records = await collected(log)
+        owners: dict[int, set[str]] = {}
+        for thread_id, subject, record in zip(THREAD_IDS, raw, records, strict=True):
+            partition = log.subjects.partition_of(thread_id)
+            assert subject == log.subjects.stored("acme corp", thread_id), thread_id
+            assert subject.split(".")[1] == str(partition), thread_id
+            assert record.subject == log.subjects.thread("acme corp", thread_id)
+            owners.setdefault(partition, set()).add(thread_id)
+        assert len(owners) > partitions // 2
+        busiest = max(owners, key=lambda partition: len(owners[partition]))
+        mine = await collected(log, log.subjects.partition(busiest))
+        assert {log.codec.decode(record.data).thread_id for record in mine} == owners[busiest]
+    finally:
+        await log.close()

@@ -74,9 +74,9 @@ async def _serve(log: EventLog, args: argparse.Namespace, stop: asyncio.Event, u
     if replica is None:
         return
     try:
+        print(f"serving projection of stream {log.stream.name} at {url}", flush=True)
         print(
-            f"serving projection of stream {log.stream.name} at {url}: partitions "
-            f"{_spans(chosen)} of {count}, service {SERVICE_NAME!r} on "
+            f"partitions {_spans(chosen)} of {count}: service {SERVICE_NAME!r} on "
             f"{replica.subjects.root}.<partition>.<endpoint>",
             flush=True,
         )

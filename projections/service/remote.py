@@ -44,6 +44,7 @@ from eventlog.subjects import Subjects
 from eventlog.wire import MessageData, ThreadData, parse_utc
 from projections.commands import utc_now
 from projections.health import Health
+from projections.queries import check_count
 from projections.service.protocol import (
     ERROR_HEADER,
     RANKS_HEADER,
@@ -290,8 +291,8 @@ class RemoteMessageStore:
         self, tenant_id: str, user_id: str, limit: int, offset: int
     ) -> list[Thread]:
         """A user's live threads, newest first: each partition's first pages, merged."""
-        if limit < 0 or offset < 0:
-            raise ValidationError(f"limit and offset must be >= 0, not {limit} and {offset}")
+        check_count("limit", limit)
+        check_count("offset", offset)
         params = {"tenant_id": tenant_id, "user_id": user_id, "limit": limit + offset}
         pages = [_ranked(page) for page in await self._everywhere("list_threads", params) if page]
         merged = list(heapq.merge(*pages, key=lambda ranked: ranked[0], reverse=True))

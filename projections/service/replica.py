@@ -192,10 +192,10 @@ class _Partition:
     # --- reads ---------------------------------------------------------------------------
 
     async def _get_thread(self, params: protocol.ByThread) -> bytes:
-        thread = await self.store.get_thread(params.thread_id)
+        thread = self.store.views.thread_json(params.thread_id)
         if thread is None:
             raise NotFoundError("thread", params.thread_id, "check the id")
-        return thread.model_dump_json().encode()
+        return thread
 
     async def _list_threads(self, params: protocol.ListThreads) -> tuple[bytes, dict[str, str]]:
         ranked = self.store.views.ranked_threads(
@@ -205,18 +205,18 @@ class _Partition:
         return _json_list(thread.model_dump_json() for _, thread in ranked), {RANKS_HEADER: ranks}
 
     async def _get_message(self, params: protocol.ByMessage) -> bytes:
-        message = await self.store.get_message(params.message_id)
+        message = self.store.views.message_json(params.message_id)
         if message is None:
             raise NotFoundError("message", params.message_id, "check the id")
-        return message.model_dump_json().encode()
+        return message
 
     async def _list_messages(self, params: protocol.ListMessages) -> bytes:
-        messages = await self.store.list_messages(params.thread_id, params.include_deleted)
-        return _json_list(message.model_dump_json() for message in messages)
+        return self.store.views.messages_json(
+            params.thread_id, include_deleted=params.include_deleted
+        )
 
     async def _get_messages_by_execution(self, params: protocol.ByExecution) -> bytes:
-        messages = await self.store.get_messages_by_execution(params.execution_id)
-        return _json_list(message.model_dump_json() for message in messages)
+        return self.store.views.messages_by_execution_json(params.execution_id)
 
     async def _count_messages(self, params: protocol.ByThread) -> bytes:
         return _ENCODER.encode(await self.store.count_messages(params.thread_id))
