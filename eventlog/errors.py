@@ -55,7 +55,7 @@ class NotFoundError(ConvlogError):
 
     def __init__(self, kind: str, entity_id: str, advice: str = "create it first") -> None:
         self.kind = kind
-        self.entity_id = entity_id
+        self.entity_id = entity_id = str(entity_id)  # a ThreadId's repr is not the id's
         super().__init__(f"{kind} {entity_id!r} does not exist; {advice}.")
 
 
@@ -64,7 +64,7 @@ class AlreadyExistsError(ConvlogError):
 
     def __init__(self, kind: str, entity_id: str) -> None:
         self.kind = kind
-        self.entity_id = entity_id
+        self.entity_id = entity_id = str(entity_id)  # a ThreadId's repr is not the id's
         super().__init__(
             f"{kind} {entity_id!r} already exists with other content; "
             f"use update_{kind} to change it, or a new id."
@@ -76,7 +76,7 @@ class DeletedError(ConvlogError):
 
     def __init__(self, kind: str, entity_id: str) -> None:
         self.kind = kind
-        self.entity_id = entity_id
+        self.entity_id = entity_id = str(entity_id)  # a ThreadId's repr is not the id's
         super().__init__(f"{kind} {entity_id!r} is deleted and takes no more writes.")
 
 
