@@ -93,6 +93,9 @@ class LogRecord(msgspec.Struct, frozen=True, kw_only=True):
     data: bytes
     pending: int = 0
     """How many more records the reader had left to receive when this one arrived."""
+    delivery: int = 0
+    """Its place among what its consumer delivered (1, 2, ...; 1 again from a new
+    consumer): with a filter, the one sequence that shows a record lost on the way."""
 
 
 _PUB_ACK = msgspec.json.Decoder(PubAck)
@@ -565,10 +568,15 @@ class EventLog:
         them past its limits; a caller that folds (as the projection does) checks that
         sequences follow on. For a reader that may be slow, use :meth:`read`.
         """
+        passed = 0  # deliveries of the current consumer before start_sequence
 
         async def deliver(msg: Msg) -> None:
-            sequence, stored, pending = delivered(msg)
+            nonlocal passed
+            sequence, stored, pending, delivery = delivered(msg)
+            if delivery == 1:
+                passed = 0  # a new consumer counts from 1
             if sequence < start_sequence:
+                passed = delivery
                 return  # nats-py re-creates an ordered consumer from 1 if nothing came yet
             await on_record(
                 LogRecord(
@@ -577,6 +585,7 @@ class EventLog:
                     subject=self.subjects.logical(msg.subject),
                     data=msg.data,
                     pending=pending,
+                    delivery=delivery - passed,
                 )
             )
 

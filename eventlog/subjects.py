@@ -28,6 +28,9 @@ _SAFE_TOKEN = re.compile(r"[A-Za-z0-9\-][A-Za-z0-9_\-]*")
 _ENCODED_MARK = "_"
 _PREFIX_TOKEN = re.compile(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*")
 
+MAX_TOKEN: Final = 512
+"""The longest subject token an id may take (an id of about 300 bytes, encoded)."""
+
 MAX_PARTITIONS: Final = 1024
 """The most partitions a stream may have: each is a consumer per replica that serves it."""
 
@@ -45,11 +48,22 @@ def partition_of(token: str, partitions: int) -> int:
 
 
 def encode_token(value: str) -> str:
-    """Return a subject token for ``value``, encoding it when it is not plainly safe."""
+    """Return a subject token for ``value``, encoding it when it is not plainly safe.
+
+    A token longer than :data:`MAX_TOKEN` is refused: nats-server closes a connection
+    whose subject passes its control-line limit, and every store on it would go down.
+    """
     if _SAFE_TOKEN.fullmatch(value):
-        return value
-    encoded = base64.b32encode(value.encode("utf-8")).decode("ascii").rstrip("=").lower()
-    return _ENCODED_MARK + encoded
+        token = value
+    else:
+        encoded = base64.b32encode(value.encode("utf-8")).decode("ascii").rstrip("=").lower()
+        token = _ENCODED_MARK + encoded
+    if len(token) > MAX_TOKEN:
+        raise ValidationError(
+            f"id {value[:40]!r}... is too long: its subject token would be {len(token)} "
+            f"characters, at most {MAX_TOKEN}"
+        )
+    return token
 
 
 def decode_token(token: str) -> str:

@@ -99,8 +99,8 @@ _V1_TOKENS = 9
 the v2 form puts ``<domain>.<account hash>`` after ``ACK`` and may end with one more token."""
 
 
-def delivered(msg: Msg) -> tuple[int, datetime, int]:
-    """``(stream sequence, server time, records pending)`` of a JetStream message.
+def delivered(msg: Msg) -> tuple[int, datetime, int, int]:
+    """``(stream sequence, server time, records pending, consumer sequence)`` of a message.
 
     Read from its reply subject in one split: ``msg.metadata`` builds four objects per
     message, which a fold of a million records pays for in seconds. The time is truncated
@@ -110,7 +110,7 @@ def delivered(msg: Msg) -> tuple[int, datetime, int]:
     tokens = ack_tokens(msg.reply)
     at = 5 if len(tokens) == _V1_TOKENS else 7  # the stream sequence
     stored = _EPOCH + timedelta(microseconds=int(tokens[at + 2]) // 1000)
-    return int(tokens[at]), stored, int(tokens[at + 3])
+    return int(tokens[at]), stored, int(tokens[at + 3]), int(tokens[at + 1])
 
 
 def server_time(msg: Msg) -> datetime:

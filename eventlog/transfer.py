@@ -38,6 +38,7 @@ the target exists with another partition count.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import tempfile
 from dataclasses import dataclass, field
@@ -49,9 +50,10 @@ import nats.js.errors
 
 from eventlog._connect import open_client, probe
 from eventlog._nats import NatsErrors
+from eventlog.claims import IdClaims
 from eventlog.connection import ConnectionState
 from eventlog.errors import ImportRejectedError, MalformedEventError, ValidationError
-from eventlog.events import event_digest
+from eventlog.events import MessageCreated, event_digest
 from eventlog.log import EventLog, LogRecord
 from eventlog.options import ConnectOptions
 from eventlog.stream import DEFAULT_PARTITIONS, StreamSettings, partitions_of
@@ -368,6 +370,33 @@ async def _append(log: EventLog, lines: Sequence[_Line], held: dict[str, _Held])
         held[line.subject].sequence = sequence
 
 
+async def _claim_messages(log: EventLog, lines: Sequence[_Line]) -> None:
+    """Claim the id of each message ``lines`` create, as a store's write does, before any append.
+
+    On a partitioned stream no fold sees every message id (see :mod:`eventlog.claims`); an
+    id another thread holds rejects the import while nothing is written.
+    """
+    claims = IdClaims(log)
+    events = [(log.codec.decode(line.payload), line) for line in lines]
+    created = [(e, line) for e, line in events if isinstance(e, MessageCreated)]
+    owners: list[str | None] = []
+    for start in range(0, len(created), _BATCH):
+        owners += await asyncio.gather(
+            *(
+                claims.claim(e.message_id or "", e.tenant_id, e.thread_id)
+                for e, _ in created[start : start + _BATCH]
+            )
+        )
+    for (event, line), owner in zip(created, owners, strict=True):
+        if owner is not None:
+            raise ImportRejectedError(
+                f"message {event.message_id!r} is held by {owner!r} in stream "
+                f"{log.stream.name!r}, not by its thread {event.thread_id!r}",
+                line=line.number,
+                advice="import it into another stream",
+            )
+
+
 async def import_events(
     log: EventLog,
     lines: Iterable[bytes],
@@ -390,6 +419,8 @@ async def import_events(
     for subject, of_thread in threads.items():
         missing.update(line.number for line in _missing(log, of_thread, held[subject]))
     todo = [line for line in export.lines if line.number in missing]
+    if log.subjects.partitioned:
+        await _claim_messages(log, todo)
     for start in range(0, len(todo), batch_size):
         if on_progress is not None:
             on_progress(start, len(todo))

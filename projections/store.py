@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, Self, runtime_checkable
 import msgspec
 
 from eventlog import (
+    AlreadyExistsError,
     AnyEvent,
     ConflictError,
     ConnectOptions,
@@ -37,7 +38,8 @@ from eventlog import (
     UserId,
     ValidationError,
 )
-from eventlog.events import EventCodec, event_digest
+from eventlog.claims import IdClaims
+from eventlog.events import EventCodec, MessageCreated, event_digest
 from eventlog.group import GroupCommit
 from eventlog.log import HEADER_ROOM
 from eventlog.subjects import Subjects
@@ -368,6 +370,8 @@ class JetStreamMessageStore(_ProjectedStore):
         """The one partition this store folds and writes, or None for all of them."""
         self._scope = _scope(log.subjects, tenant_id, partition)
         self._owns_log = True
+        self._claims = IdClaims(log) if log.subjects.partitioned and tenant_id is None else None
+        """Message ids claimed across partitions (a tenant's store may not: see the README)."""
         self.log = log
         self._worker = worker
         self.group = GroupCommit(log, on_stored=self._fold_stored)
@@ -596,6 +600,7 @@ class JetStreamMessageStore(_ProjectedStore):
         A write may queue behind a batch in flight, wait for its own batch's ack, and wait
         for the fold; each wait is bounded, and so is their sum.
         """
+        self.check_holds(thread_id)
         deadline = 2 * self.log.write_timeout
         try:
             async with asyncio.timeout(deadline):
@@ -607,19 +612,32 @@ class JetStreamMessageStore(_ProjectedStore):
                 "stored, and repeating the call is safe",
             ) from None
 
+    def check_holds(self, thread_id: str) -> None:
+        """Raise ValidationError if ``thread_id`` lives in a partition this store does not fold.
+
+        Its writes would never come back to these views, and its reads would find nothing.
+        """
+        if self.partition is None or not thread_id:
+            return
+        held = self._subjects.partition_of(thread_id)
+        if held != self.partition:
+            raise ValidationError(
+                f"thread {thread_id!r} is held by partition {held}; this store folds "
+                f"partition {self.partition} only"
+            )
+
     async def _commit(self, event: AnyEvent, expected: int) -> int:
         if self.tenant_id is not None and event.tenant_id != self.tenant_id:
             raise PermissionDeniedError(
                 f"this store is confined to tenant {self.tenant_id!r}, not {event.tenant_id!r}"
             )
-        if (
-            self.partition is not None
-            and (held := self._subjects.partition_of(event.thread_id)) != self.partition
-        ):
-            raise ValidationError(
-                f"thread {event.thread_id!r} is held by partition {held}; this store folds "
-                f"partition {self.partition} only"
+        self.check_holds(event.thread_id)
+        if isinstance(event, MessageCreated) and self._claims is not None:
+            owner = await self._claims.claim(
+                event.message_id or "", event.tenant_id, event.thread_id
             )
+            if owner is not None:
+                raise AlreadyExistsError("message", event.message_id or "")
         sequence = await self.group.append(event, expected=expected, payload=self.log.encode(event))
         await self._folded(sequence)
         return sequence

@@ -42,6 +42,8 @@ class ProjectionWorker:
         self._log = log
         self.projection = projection
         self._subject = subject
+        self._delivered = 0
+        """The consumer sequence of the last record the consumer delivered and we took."""
         self._caught_up_to = 0
         """The last record folded that had nothing after it on the server when it came."""
         self._idle = asyncio.Event()
@@ -112,6 +114,11 @@ class ProjectionWorker:
             # records (it drops on overflow), or the server cannot return them.
             self._jumped(record.sequence)
             return
+        if self._subject is not None and record.delivery not in (1, self._delivered + 1):
+            # Filtered, stream sequences skip others' records; the consumer's own do not.
+            self._jumped(record.sequence)
+            return
+        self._delivered = record.delivery
         self._fold(record)
         if record.pending == 0:
             self._caught_up_to = record.sequence

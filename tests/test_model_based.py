@@ -213,12 +213,13 @@ def remote_machine(nats_server: EmbeddedNats) -> type[RemoteStoresAgree]:
     return RemoteStoresAgree
 
 
+@pytest.mark.timeout(900)  # each example starts two replicas; a failure shrinks through more
 def test_remote_store_agrees_with_the_reference(remote_machine: type[RemoteStoresAgree]) -> None:
     """Random writes through the service leave it and the reference in agreement."""
     run_state_machine_as_test(
         remote_machine,
         settings=settings(
-            max_examples=8,
+            max_examples=6,
             stateful_step_count=40,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow],

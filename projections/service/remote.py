@@ -47,6 +47,7 @@ from projections.health import Health
 from projections.queries import check_count
 from projections.service.protocol import (
     ERROR_HEADER,
+    MAX_LIMIT,
     RANKS_HEADER,
     SERVICE_NAME,
     ServiceSubjects,
@@ -220,12 +221,24 @@ class RemoteMessageStore:
     def _partition(self, thread_id: str) -> int:
         return self._threads.partition_of(thread_id)
 
-    async def _call(self, partition: int, endpoint: str, params: dict[str, Any]) -> Msg:
-        """One request to one partition; its error reply raised as the error it names."""
+    async def _call(
+        self, partition: int, endpoint: str, params: dict[str, Any], *, tries: int = 1
+    ) -> Msg:
+        """One request to one partition; its error reply raised as the error it names.
+
+        A request that gets no answer is sent ``tries`` times in all: its replica may have
+        died with it, and the queue group gives the next one to a replica that lives.
+        """
         body = _ENCODER.encode({**params, "min_sequence": self._written.get(partition, 0)})
         subject = self.subjects.endpoint(partition, endpoint)
         try:
-            reply = await self._nc.request(subject, body, timeout=self._timeout)
+            for attempt in range(1, tries + 1):
+                try:
+                    reply = await self._nc.request(subject, body, timeout=self._timeout)
+                    break
+                except nats.errors.TimeoutError:
+                    if attempt == tries:
+                        raise
         except nats.errors.NoRespondersError:
             raise UnavailableError(
                 self.url,
@@ -240,9 +253,9 @@ class RemoteMessageStore:
         return reply
 
     async def _read(self, partition: int, endpoint: str, params: dict[str, Any]) -> Msg | None:
-        """A read; None for a 404 (no such id there)."""
+        """A read, asked again once if unanswered; None for a 404 (no such id there)."""
         try:
-            return await self._call(partition, endpoint, params)
+            return await self._call(partition, endpoint, params, tries=2)
         except _RepliedError as failed:
             if failed.code == "404":
                 return None
@@ -293,10 +306,27 @@ class RemoteMessageStore:
         """A user's live threads, newest first: each partition's first pages, merged."""
         check_count("limit", limit)
         check_count("offset", offset)
-        params = {"tenant_id": tenant_id, "user_id": user_id, "limit": limit + offset}
-        pages = [_ranked(page) for page in await self._everywhere("list_threads", params) if page]
+        owner = {"tenant_id": tenant_id, "user_id": user_id}
+        pages = await asyncio.gather(
+            *(self._newest(p, owner, limit + offset) for p in range(self.subjects.partitions))
+        )
         merged = list(heapq.merge(*pages, key=lambda ranked: ranked[0], reverse=True))
         return [thread.model() for _, thread in merged[offset : offset + limit]]
+
+    async def _newest(
+        self, partition: int, owner: dict[str, str], count: int
+    ) -> list[tuple[tuple[datetime, int], ThreadData]]:
+        """The first ``count`` of a user's threads in one partition, page by page."""
+        found: list[tuple[tuple[datetime, int], ThreadData]] = []
+        while len(found) < count:
+            limit = min(count - len(found), MAX_LIMIT)
+            params = {**owner, "limit": limit, "offset": len(found)}
+            reply = await self._read(partition, "list_threads", params)
+            page = [] if reply is None else _ranked(reply)
+            found += page
+            if len(page) < limit:
+                break
+        return found
 
     async def get_message(self, message_id: str) -> Message | None:
         """The message, deleted or not, or None: the first partition that holds it."""

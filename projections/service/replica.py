@@ -22,7 +22,6 @@ import nats.errors
 from nats.micro import add_service
 
 from eventlog import (
-    AlreadyExistsError,
     ConvlogError,
     EventLog,
     Message,
@@ -46,7 +45,7 @@ from projections.service.protocol import (
 from projections.store import JetStreamMessageStore
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable, Sequence
+    from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
     from datetime import datetime
 
     from nats.micro.request import Request
@@ -147,7 +146,8 @@ class _Partition:
                 await self._fail(request, ValidationError(f"{name}: bad request: {err}"))
                 return
             if name in protocol.WRITES or self.store.sequence < params.min_sequence:
-                self.replica.spawn(self._answer(request, name, params, answer))
+                if not self.replica.spawn(lambda: self._answer(request, name, params, answer)):
+                    await self._fail(request, self.replica.busy())
             else:
                 await self._answer(request, name, params, answer)
 
@@ -192,6 +192,7 @@ class _Partition:
     # --- reads ---------------------------------------------------------------------------
 
     async def _get_thread(self, params: protocol.ByThread) -> bytes:
+        self.store.check_holds(params.thread_id)
         thread = self.store.views.thread_json(params.thread_id)
         if thread is None:
             raise NotFoundError("thread", params.thread_id, "check the id")
@@ -211,6 +212,7 @@ class _Partition:
         return message
 
     async def _list_messages(self, params: protocol.ListMessages) -> bytes:
+        self.store.check_holds(params.thread_id)
         return self.store.views.messages_json(
             params.thread_id, include_deleted=params.include_deleted
         )
@@ -219,6 +221,7 @@ class _Partition:
         return self.store.views.messages_by_execution_json(params.execution_id)
 
     async def _count_messages(self, params: protocol.ByThread) -> bytes:
+        self.store.check_holds(params.thread_id)
         return _ENCODER.encode(await self.store.count_messages(params.thread_id))
 
     async def _history(self, params: protocol.ByMessage) -> bytes:
@@ -258,12 +261,7 @@ class _Partition:
         return self._written()
 
     async def _create_message(self, params: protocol.WriteMessage) -> bytes:
-        message = _message(params.message)
-        if self.store.views.message(message.id) is None:
-            holder = await self.replica.holder_of(message.id, other_than=self.number)
-            if holder is not None:
-                raise AlreadyExistsError("message", message.id)
-        await self.store.create_message(message)
+        await self.store.create_message(_message(params.message))
         return self._written()
 
     async def _update_message(self, params: protocol.WriteMessage) -> bytes:
@@ -288,7 +286,6 @@ class Replica:
         self.partitions = partitions
         self.subjects = ServiceSubjects(log.stream.name, log.subjects.partitions)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._in_flight = asyncio.Semaphore(_MAX_IN_FLIGHT)
 
     @classmethod
     async def start(
@@ -327,6 +324,10 @@ class Replica:
         """The partitions' health as one: the worst status, the furthest sequence."""
         healths = [await p.store.health_check() for p in self.partitions.values()]
         worst = max(healths, key=lambda h: _SEVERITY[h.status])
+        if self.log.client.is_closed:  # nats-py gave up for good: nothing will come back
+            worst = msgspec.structs.replace(
+                worst, status="failed", detail=f"the connection to {self.log.url} is closed"
+            )
         return msgspec.structs.replace(
             worst,
             applied_sequence=max(h.applied_sequence for h in healths),
@@ -352,16 +353,27 @@ class Replica:
             return False
         return (reply.headers or {}).get(PARTITION_HEADER) == str(number)
 
-    def spawn(self, work: Awaitable[None]) -> None:
-        """Run a request's answer as its own task, at most ``_MAX_IN_FLIGHT`` at once."""
+    def spawn(self, work: Callable[[], Coroutine[Any, Any, None]]) -> bool:
+        """Run a request's answer as its own task; False when ``_MAX_IN_FLIGHT`` already run.
 
-        async def bounded() -> None:
-            async with self._in_flight:
-                await work
-
-        task = asyncio.create_task(bounded())
+        A write waits for its batch and its fold, so it must not hold up the requests
+        behind it; past the limit a request is refused at once (503), not queued until its
+        client has given up on it.
+        """
+        if len(self._tasks) >= _MAX_IN_FLIGHT:
+            return False
+        task = asyncio.create_task(work())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return True
+
+    def busy(self) -> UnavailableError:
+        """The error of a request refused because this replica has enough in flight."""
+        return UnavailableError(
+            self.log.url,
+            f"this replica has {_MAX_IN_FLIGHT} requests in flight; ask again, or start "
+            "another replica",
+        )
 
     async def folded(self, partition: _Partition, sequence: int) -> None:
         """Return once ``partition`` has folded its records up to stream ``sequence``.
@@ -384,49 +396,17 @@ class Replica:
                 f"not yet at {target}, after {self.log.write_timeout}s; ask again",
             ) from None
 
-    async def holder_of(self, message_id: str, *, other_than: int) -> int | None:
-        """The partition, other than ``other_than``, that holds message ``message_id``.
-
-        Held here: a look in memory; elsewhere: a request to each partition not held here.
-        """
-        for number, partition in self.partitions.items():
-            if number != other_than and partition.store.views.message(message_id) is not None:
-                return number
-        body = _ENCODER.encode({"message_id": message_id})
-        others = [
-            n
-            for n in range(self.subjects.partitions)
-            if n not in self.partitions and n != other_than
-        ]
-        replies = await asyncio.gather(
-            *(self._ask(self.subjects.endpoint(n, "get_message"), body) for n in others)
-        )
-        return next((n for n, found in zip(others, replies, strict=True) if found), None)
-
-    async def _ask(self, subject: str, body: bytes) -> bool:
-        """Whether the partition at ``subject`` answers with a message (not a 404)."""
-        try:
-            reply = await self.log.client.request(subject, body, timeout=self.log.write_timeout)
-        except nats.errors.NoRespondersError:
-            raise UnavailableError(
-                self.log.url, f"no replica serves {subject!r}, so no id can be checked there"
-            ) from None
-        except nats.errors.TimeoutError:
-            raise UnavailableError(self.log.url, f"{subject!r} did not answer") from None
-        headers = reply.headers or {}
-        code = headers.get("Nats-Service-Error-Code")
-        if code is None:
-            return True
-        if code == "404":
-            return False
-        raise UnavailableError(self.log.url, f"{subject!r}: {headers.get('Nats-Service-Error')}")
-
     async def close(self) -> None:
-        """Stop answering, then stop folding; in-flight answers are abandoned."""
+        """Stop taking requests, finish those in flight (within the write timeout), stop folding.
+
+        A write cut off halfway would leave its client unsure whether it was stored.
+        """
         for partition in self.partitions.values():
             if partition.service is not None:
                 with contextlib.suppress(nats.errors.Error):
                     await partition.service.stop()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=2 * self.log.write_timeout)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

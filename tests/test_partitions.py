@@ -1,0 +1,72 @@
+"""A store confined to one partition: it folds that partition whole, whatever the client drops."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from typing import TYPE_CHECKING, Any
+
+from nats.js import JetStreamContext
+
+from eventlog import EventLog, StreamSettings, Thread
+from projections import JetStreamMessageStore
+from projections.worker import ProjectionWorker
+
+if TYPE_CHECKING:
+    import pytest
+
+    from eventlog import LogRecord
+
+
+async def test_a_partition_store_whose_client_drops_records_follows_again_and_misses_none(
+    nats_url: str,
+    stream_settings: StreamSettings,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Filtered, stream sequences skip other partitions' records, so only the consumer's own
+    sequence shows a record the client dropped (a slow consumer): the store follows again."""
+    settings = dataclasses.replace(stream_settings, partitions=2)
+    await (await EventLog.connect(nats_url, stream=settings)).close()  # two partitions
+    writer = await JetStreamMessageStore.connect(
+        nats_url, stream=settings.name, subject_prefix=settings.subject_prefix
+    )
+    ours = 0
+    try:
+        while ours < 300:
+            thread = Thread.new("acme", "alice")
+            await writer.create_thread(thread)
+            ours += writer.log.subjects.partition_of(thread.id) == 0
+    finally:
+        await writer.close()
+
+    bind = JetStreamContext.subscribe_bind
+    squeezed: list[bool] = []
+
+    async def squeezed_once(self: JetStreamContext, *args: Any, **kwargs: Any) -> Any:
+        if (
+            not squeezed
+        ):  # the first consumer holds 8 records in the client; later ones, the default
+            squeezed.append(True)
+            kwargs["pending_msgs_limit"] = 8
+        return await bind(self, *args, **kwargs)
+
+    fold = ProjectionWorker._on_record
+
+    async def slowly(self: ProjectionWorker, record: LogRecord) -> None:
+        await asyncio.sleep(0.001)  # slower than the server delivers: the client drops
+        await fold(self, record)
+
+    monkeypatch.setattr(JetStreamContext, "subscribe_bind", squeezed_once)
+    monkeypatch.setattr(ProjectionWorker, "_on_record", slowly)
+    with caplog.at_level(logging.WARNING, logger="projections.worker"):
+        store = await JetStreamMessageStore.connect(
+            nats_url, stream=settings.name, subject_prefix=settings.subject_prefix, partition=0
+        )
+    try:
+        assert "projection missed sequences" in caplog.text  # it did drop, and noticed
+        assert store.views.thread_count == ours
+        assert not (await store.health_check()).skipped
+    finally:
+        await store.close()
