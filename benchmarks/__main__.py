@@ -6,9 +6,13 @@ import argparse
 import asyncio
 import os
 import platform
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from benchmarks import service
 from benchmarks.cases import sequential_write
+from benchmarks.coldstart import coldstart_cases
 from benchmarks.concurrent import concurrent_cases
 from benchmarks.harness import Result, print_table, write_json
 from benchmarks.memory import memory_cases
@@ -17,35 +21,114 @@ from benchmarks.queries import query_cases
 from benchmarks.replay import replay_cases
 from eventlog import EmbeddedNats
 
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How big a run is: ``quick`` shrinks counts and repetitions to a smoke test."""
+
+    quick: bool
+
+    @property
+    def count(self) -> int:
+        """Writes in the write and peer cases."""
+        return 200 if self.quick else 2000
+
+    @property
+    def runs(self) -> int:
+        """Repetitions whose median is reported."""
+        return 3 if self.quick else 5
+
+
+async def _write(scale: Scale) -> list[Result]:
+    results = []
+    for label, sync_always in (("fsync always", True), ("fsync default", False)):
+        async with EmbeddedNats(sync_always=sync_always) as url:
+            results.append(
+                await sequential_write(url, label=label, count=scale.count, runs=scale.runs)
+            )
+    return results
+
+
+async def _concurrent(scale: Scale) -> list[Result]:
+    async with EmbeddedNats(sync_always=True) as url:
+        return await concurrent_cases(
+            url, writers=256, per_writer=20 if scale.quick else 100, runs=scale.runs
+        )
+
+
+async def _replay(scale: Scale) -> list[Result]:
+    results = []
+    sizes = [(10_000, 1)] if scale.quick else [(100_000, 3), (1_000_000, 1)]
+    for events, repeats in sizes:
+        async with EmbeddedNats() as url:
+            results += await replay_cases(url, count=events, runs=repeats)
+    return results
+
+
+async def _queries(scale: Scale) -> list[Result]:
+    stored = [10_000, 30_000] if scale.quick else [10_000, 100_000, 1_000_000]
+    return await query_cases(stored, calls=500 if scale.quick else 2000, runs=scale.runs)
+
+
+async def _memory(scale: Scale) -> list[Result]:
+    return await memory_cases(20_000 if scale.quick else 1_000_000)
+
+
+async def _peer(scale: Scale) -> list[Result]:
+    async with EmbeddedNats(sync_always=True) as url:
+        return await peer_cases(
+            url,
+            single=scale.count,
+            writers=256,
+            per_writer=10 if scale.quick else 100,
+            runs=scale.runs,
+        )
+
+
+async def _service(scale: Scale) -> list[Result]:
+    async with EmbeddedNats(extra_config=service.server_config()) as url:
+        return await service.service_cases(
+            url,
+            threads=64 if scale.quick else service.FULL_THREADS,
+            calls=50 if scale.quick else 1000,
+            runs=1 if scale.quick else 3,
+        )
+
+
+async def _coldstart(scale: Scale) -> list[Result]:
+    async with EmbeddedNats() as url:
+        return await coldstart_cases(
+            url,
+            count=20_000 if scale.quick else 1_000_000,
+            runs=1 if scale.quick else 3,
+            whole_runs=1,
+            memory_count=20_000 if scale.quick else 1_000_000,
+        )
+
+
+_CASES: dict[str, Callable[[Scale], Awaitable[list[Result]]]] = {
+    "write": _write,
+    "concurrent": _concurrent,
+    "replay": _replay,
+    "queries": _queries,
+    "memory": _memory,
+    "peer": _peer,
+    "service": _service,
+    "coldstart": _coldstart,
+}
+"""The cases, in the order ``all`` runs them."""
+
 
 async def run(*, quick: bool, case: str) -> list[Result]:
     """Run the cases asked for; ``quick`` shrinks counts and repetitions to a smoke test."""
-    count, runs = (200, 3) if quick else (2000, 5)
+    scale = Scale(quick)
     results = []
-    if case in ("all", "write"):
-        for label, sync_always in (("fsync always", True), ("fsync default", False)):
-            async with EmbeddedNats(sync_always=sync_always) as url:
-                results.append(await sequential_write(url, label=label, count=count, runs=runs))
-    if case in ("all", "concurrent"):
-        async with EmbeddedNats(sync_always=True) as url:
-            results += await concurrent_cases(
-                url, writers=256, per_writer=20 if quick else 100, runs=runs
-            )
-    if case in ("all", "replay"):
-        sizes = [(10_000, 1)] if quick else [(100_000, 3), (1_000_000, 1)]
-        for events, repeats in sizes:
-            async with EmbeddedNats() as url:
-                results += await replay_cases(url, count=events, runs=repeats)
-    if case in ("all", "queries"):
-        stored = [10_000, 30_000] if quick else [10_000, 100_000, 1_000_000]
-        results += await query_cases(stored, calls=500 if quick else 2000, runs=runs)
-    if case in ("all", "memory"):
-        results += await memory_cases(20_000 if quick else 1_000_000)
-    if case in ("all", "peer"):
-        async with EmbeddedNats(sync_always=True) as url:
-            results += await peer_cases(
-                url, single=count, writers=256, per_writer=10 if quick else 100, runs=runs
-            )
+    for name, measure in _CASES.items():
+        if case in ("all", name):
+            results += await measure(scale)
     return results
 
 
@@ -56,12 +139,13 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here as JSON")
     parser.add_argument(
         "--case",
-        choices=("all", "write", "concurrent", "replay", "queries", "memory", "peer"),
+        choices=("all", *_CASES),
         default="all",
         help=(
             "which cases: sequential writes, concurrent writes and read-your-writes, rebuild "
             "and cold start (replay), queries by store size, memory per message, the "
-            "eventsourcing peer, or all (default)"
+            "eventsourcing peer, queries through convlog serve replicas (service), one "
+            "partition's cold start and a replica's memory (coldstart), or all (default)"
         ),
     )
     options = parser.parse_args()

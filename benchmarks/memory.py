@@ -63,15 +63,23 @@ def measure(how: str, count: int) -> tuple[float, float]:
     return (folded - before) / count, (_rss() - before) / count
 
 
-async def memory_cases(count: int) -> list[Result]:
-    """Bytes per message beyond its text, folded then all read: ours and plain dicts."""
-    runs = {
+async def bytes_per_message(count: int) -> dict[str, list[float]]:
+    """Resident bytes per message, as folded and after every message was read once.
+
+    Text included, ``{"ours": [...], "dicts": [...]}``, each side in a fresh process.
+    """
+    return {
         how: [
             float(figure)
             for figure in (await in_subprocess("benchmarks.memory", how, str(count))).split()
         ]
         for how in _FOLDS
     }
+
+
+async def memory_cases(count: int) -> list[Result]:
+    """Bytes per message beyond its text, folded then all read: ours and plain dicts."""
+    runs = await bytes_per_message(count)
     text = workload.TEXT_BYTES
     return [
         Result(

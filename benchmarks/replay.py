@@ -17,6 +17,7 @@ import asyncio
 import itertools
 import sys
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -45,13 +46,23 @@ if TYPE_CHECKING:
 
 _PER_THREAD = 20
 _BATCH = 1000
+USERS = 100
+"""The users whose threads a populated stream holds, round robin: ``user0`` to ``user99``."""
 
 
-def _thread_events(codec: EventCodec, index: int) -> list[AnyEvent]:
-    """One conversation of _PER_THREAD events, hash-chained."""
-    thread = Thread.new("bench", f"user{index % 100}")
+@dataclass(frozen=True)
+class Populated:
+    """A stream :func:`populate` wrote, and the ids of its threads in the order written."""
+
+    settings: StreamSettings
+    thread_ids: list[str]
+
+
+def _thread_events(codec: EventCodec, index: int, per_thread: int) -> list[AnyEvent]:
+    """One conversation of ``per_thread`` events (a thread, then messages), hash-chained."""
+    thread = Thread.new("bench", f"user{index % USERS}")
     system, question, answer = weather_conversation(thread.id)
-    templates = [system] + [question, answer] * _PER_THREAD
+    templates = [system] + [question, answer] * per_thread
     events: list[AnyEvent] = [
         ThreadCreated(
             event_id=new_event_id(),
@@ -61,7 +72,7 @@ def _thread_events(codec: EventCodec, index: int) -> list[AnyEvent]:
             thread=thread,
         )
     ]
-    for template in templates[: _PER_THREAD - 1]:
+    for template in templates[: per_thread - 1]:
         message: Message = template.model_copy(update={"id": MessageId.new()})
         events.append(
             MessageCreated(
@@ -85,18 +96,27 @@ def _thread_events(codec: EventCodec, index: int) -> list[AnyEvent]:
     return chained
 
 
-async def populate(url: str, count: int) -> StreamSettings:
-    """A new stream holding ``count`` events (rounded up to whole conversations)."""
-    token = uuid7().hex[-10:]
-    settings = StreamSettings(name=f"R{token}", subject_prefix=f"r{token}")
+async def populate(
+    url: str, count: int, *, per_thread: int = _PER_THREAD, name: str | None = None
+) -> Populated:
+    """A new stream holding ``count`` events (rounded up to whole conversations).
+
+    It has the default partitions; ``name`` names it (its prefix is the name in lower
+    case), else it gets a fresh name.
+    """
+    name = name or f"R{uuid7().hex[-10:]}"
+    settings = StreamSettings(name=name, subject_prefix=name.lower())
     log = await EventLog.connect(url, stream=settings)
     codec = EventCodec()
     pending: list[AnyEvent] = []
+    thread_ids: list[str] = []
     try:
         for index in itertools.count():
-            if index * _PER_THREAD >= count:
+            if index * per_thread >= count:
                 break
-            pending += _thread_events(codec, index)
+            events = _thread_events(codec, index, per_thread)
+            thread_ids.append(str(events[0].thread_id))
+            pending += events
             while len(pending) >= _BATCH:
                 await log.append_batch(pending[:_BATCH])
                 del pending[:_BATCH]
@@ -104,7 +124,7 @@ async def populate(url: str, count: int) -> StreamSettings:
             await log.append_batch(pending)
     finally:
         await log.close()
-    return settings
+    return Populated(settings, thread_ids)
 
 
 async def raw_replay(url: str, settings: StreamSettings) -> tuple[int, float]:
@@ -144,14 +164,20 @@ async def _ours_rebuild(url: str, settings: StreamSettings) -> tuple[int, float]
     return rebuilt.events, rebuilt.seconds
 
 
-async def cold_start(url: str, settings: StreamSettings, *, restore: bool) -> float:
-    """Seconds until a new store's views hold the whole stream, as a fresh process sees it."""
+async def cold_start(
+    url: str, settings: StreamSettings, *, restore: bool, partition: int | None = None
+) -> float:
+    """Seconds until a new store's views hold the stream, as a fresh process sees it.
+
+    With ``partition``: until it holds that partition of the stream.
+    """
     start = now()
     store = await JetStreamMessageStore.connect(
         url,
         stream=settings.name,
         subject_prefix=settings.subject_prefix,
         snapshots=SnapshotPolicy(restore=restore),
+        partition=partition,
     )
     seconds = now() - start
     health = await store.health_check()
@@ -161,11 +187,16 @@ async def cold_start(url: str, settings: StreamSettings, *, restore: bool) -> fl
     return seconds
 
 
-async def _cold_start(url: str, settings: StreamSettings, *, restore: bool) -> float:
+async def fresh_cold_start(
+    url: str, settings: StreamSettings, *, restore: bool, partition: int | None = None
+) -> float:
     """:func:`cold_start` in a new Python process, whose heap holds nothing else."""
     how = "restore" if restore else "replay"
+    where = [] if partition is None else [str(partition)]
     return float(
-        await in_subprocess("benchmarks.replay", url, settings.name, settings.subject_prefix, how)
+        await in_subprocess(
+            "benchmarks.replay", url, settings.name, settings.subject_prefix, how, *where
+        )
     )
 
 
@@ -173,7 +204,7 @@ async def replay_cases(url: str, *, count: int, runs: int) -> list[Result]:
     """Rebuild throughput, then cold start by full replay and from a snapshot, for ``count``."""
     label = f"{count:,} events"
     written = time.perf_counter()
-    settings = await populate(url, count)
+    settings = (await populate(url, count)).settings
     print(f"  ({label} written in {time.perf_counter() - written:.1f}s)", flush=True)
 
     ours_rates, raw_rates, raw_seconds = [], [], []
@@ -183,7 +214,7 @@ async def replay_cases(url: str, *, count: int, runs: int) -> list[Result]:
         raw_seconds.append(seconds)
         events, seconds = await _ours_rebuild(url, settings)
         ours_rates.append(events / seconds)
-    full = [await _cold_start(url, settings, restore=False) for _ in range(runs)]
+    full = [await fresh_cold_start(url, settings, restore=False) for _ in range(runs)]
 
     store = await JetStreamMessageStore.connect(
         url, stream=settings.name, subject_prefix=settings.subject_prefix
@@ -192,7 +223,7 @@ async def replay_cases(url: str, *, count: int, runs: int) -> list[Result]:
         info = await store.snapshot()
     finally:
         await store.close()
-    restored = [await _cold_start(url, settings, restore=True) for _ in range(runs)]
+    restored = [await fresh_cold_start(url, settings, restore=True) for _ in range(runs)]
 
     def median(values: list[float]) -> float:
         return sorted(values)[len(values) // 2]
@@ -230,7 +261,8 @@ async def replay_cases(url: str, *, count: int, runs: int) -> list[Result]:
     ]
 
 
-if __name__ == "__main__":  # python -m benchmarks.replay URL STREAM PREFIX restore|replay
+if __name__ == "__main__":  # python -m benchmarks.replay URL STREAM PREFIX restore|replay [PART]
     _url, _name, _prefix, _how = sys.argv[1:5]
     _settings = StreamSettings(name=_name, subject_prefix=_prefix)
-    print(asyncio.run(cold_start(_url, _settings, restore=_how == "restore")))
+    _partition = int(sys.argv[5]) if len(sys.argv) > 5 else None
+    print(asyncio.run(cold_start(_url, _settings, restore=_how == "restore", partition=_partition)))

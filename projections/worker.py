@@ -15,7 +15,14 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from eventlog import ConvlogError, Gap, LogRecord, MissingRecordsError, ProjectionError
+from eventlog import (
+    ConvlogError,
+    Gap,
+    LogRecord,
+    MissingRecordsError,
+    ProjectionError,
+    UnavailableError,
+)
 
 if TYPE_CHECKING:
     from eventlog import EventLog
@@ -28,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 _REFOLLOW_TRIES = 120
 """Attempts, 0.25 s apart, to follow the stream again after a reconnect or a gap."""
+
+_ASK_TRIES = 3
+"""Times a consumer is asked its position when reconnects keep losing the question."""
 
 
 class ProjectionWorker:
@@ -218,8 +228,7 @@ class ProjectionWorker:
         our subjects, and the consumer's position passes over others' records too, so the
         last record that is ours is as far as the views can get.
         """
-        follower = await self._current_follower()
-        delivered, pending = await follower.position()
+        delivered, pending = await self._position()
         while pending and self._caught_up_to <= delivered:
             idle = self._idle
             await idle.wait()
@@ -229,6 +238,17 @@ class ProjectionWorker:
             ours = await self._log.last_on_subject(self._subject)
             delivered = 0 if ours is None else min(delivered, ours[0])
         await self.wait_for(delivered)
+
+    async def _position(self) -> tuple[int, int]:
+        """The consumer's position; asked again after a reconnect lost the question."""
+        for _ in range(_ASK_TRIES - 1):
+            try:
+                return await (await self._current_follower()).position()
+            except UnavailableError:
+                if self.failure is not None:
+                    raise
+                await self._log.connection.wait()  # the follower is made again once back
+        return await (await self._current_follower()).position()
 
     async def pending(self) -> int | None:
         """Records the server still has to deliver to us; None while not following."""

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from nats.js import JetStreamContext
 
-from eventlog import EventLog, StreamSettings, Thread
+from eventlog import EventLog, Message, StreamSettings, Thread
 from projections import JetStreamMessageStore
+from projections.service.replica import Replica
 from projections.worker import ProjectionWorker
 
 if TYPE_CHECKING:
@@ -70,3 +71,33 @@ async def test_a_partition_store_whose_client_drops_records_follows_again_and_mi
         assert not (await store.health_check()).skipped
     finally:
         await store.close()
+
+
+async def test_a_replica_of_every_partition_starts_on_a_stream_larger_than_a_connection_buffers(
+    nats_url: str, stream_settings: StreamSettings
+) -> None:
+    """64 partitions catching up at once on one connection would outrun nats-server's 64 MB
+    per-connection buffer, and the server would cut the connection: they take turns."""
+    writer = await JetStreamMessageStore.connect(
+        nats_url, stream=stream_settings.name, subject_prefix=stream_settings.subject_prefix
+    )
+    text = "x" * 16_000
+    try:
+        threads = [Thread.new("acme", f"user-{i}") for i in range(500)]
+        await asyncio.gather(*(writer.create_thread(t) for t in threads))
+        for _ in range(10):  # 5,000 messages of 16 KB: about 80 MB stored
+            await asyncio.gather(
+                *(writer.create_message(Message.user(t.id, text)) for t in threads)
+            )
+    finally:
+        await writer.close()
+    log = await EventLog.connect(nats_url, stream=stream_settings)
+    try:
+        replica = await Replica.start(log)
+        try:
+            assert sum(p.store.views.message_count for p in replica.partitions.values()) == 5000
+            assert len(replica.partitions) == 64
+        finally:
+            await replica.close()
+    finally:
+        await log.close()

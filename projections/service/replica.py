@@ -69,6 +69,9 @@ _WRITE_AT: contextvars.ContextVar[datetime | None] = contextvars.ContextVar(
 _MAX_IN_FLIGHT: Final = 4096
 """Requests a replica works on at once; more wait in the client library's buffer."""
 
+_OPENING: Final = 4
+"""Partitions that catch up at once when a replica starts."""
+
 _VERSION: Final = "0.1.0"
 
 _SEVERITY: Final = {"ok": 0, "degraded": 1, "failed": 2}
@@ -297,13 +300,15 @@ class Replica:
     ) -> Replica:
         """Fold ``partitions`` (default: all) on ``log``; register them once all caught up.
 
-        Partitions catch up together; none answers before all do, so a write here can
-        always check the ids this replica holds.
+        A few partitions catch up at a time: 64 consumers pushing their backlogs at once
+        into one connection outrun the client, and the server cuts it off as a slow
+        consumer. None answers before all have caught up.
         """
         chosen = list(range(log.subjects.partitions)) if partitions is None else list(partitions)
         replica = cls(log, {})
+        opening = asyncio.Semaphore(_OPENING)
         try:
-            await asyncio.gather(*(replica._open(number, snapshots) for number in chosen))
+            await asyncio.gather(*(replica._open(n, snapshots, opening) for n in chosen))
             for partition in replica.partitions.values():
                 await partition.register(log, replica.subjects)
         except BaseException:
@@ -311,13 +316,16 @@ class Replica:
             raise
         return replica
 
-    async def _open(self, number: int, snapshots: SnapshotPolicy | None) -> None:
-        store = await JetStreamMessageStore.open(
-            self.log,
-            clock=_request_clock,
-            snapshots=snapshots,
-            partition=number if self.log.subjects.partitioned else None,
-        )
+    async def _open(
+        self, number: int, snapshots: SnapshotPolicy | None, opening: asyncio.Semaphore
+    ) -> None:
+        async with opening:
+            store = await JetStreamMessageStore.open(
+                self.log,
+                clock=_request_clock,
+                snapshots=snapshots,
+                partition=number if self.log.subjects.partitioned else None,
+            )
         self.partitions[number] = _Partition(self, number, store)
 
     async def health(self) -> Health:
