@@ -66,7 +66,7 @@ class BlobBucket:
                     config=api.ObjectStoreConfig(
                         description=f"convlog {purpose} of stream {log.stream.name}",
                         storage=api.StorageType.FILE,
-                        replicas=log.stream.replicas,
+                        replicas=log.replicas,
                     ),
                 )
         return cls(store, js=js, name=name, errors=log.nats_errors)

@@ -63,7 +63,7 @@ class IdClaims:
                             bucket=self.bucket,
                             history=_HISTORY,
                             storage=api.StorageType.FILE,
-                            replicas=self._log.stream.replicas,
+                            replicas=self._log.replicas,
                         )
                     )
         return self._kv

@@ -142,6 +142,8 @@ class EventLog:
         self._options = options
         self.connection = connection
         self.supports_atomic = supports_atomic
+        self.replicas = stream.replicas or 1
+        """Copies the stream is kept in, as the server reports it once connected."""
         self.nats_errors = NatsErrors(nc, url, connection)
         """Turns this connection's nats-py failures into convlog errors, for every call."""
 
@@ -185,6 +187,7 @@ class EventLog:
                 log.jetstream, stream, log.nats_errors, atomic=log.supports_atomic
             )
             log.subjects, log.supports_atomic = layout.subjects, layout.atomic
+            log.replicas = layout.replicas
         except BaseException:
             await nc.close()  # a cancelled connect too: no client left connected behind
             raise

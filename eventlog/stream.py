@@ -29,6 +29,9 @@ NAME: Final = re.compile(r"[A-Za-z0-9_\-]{1,255}")
 DEFAULT_PARTITIONS: Final = 64
 """Partitions of a new stream unless asked otherwise."""
 
+_MAX_REPLICAS: Final = 5
+"""The most copies JetStream keeps of a stream."""
+
 _TRANSFORM: Final = re.compile(r"\{\{partition\((\d+),2\)\}\}")
 
 
@@ -38,7 +41,9 @@ class StreamSettings:
 
     name: str = "CONVLOG"
     subject_prefix: str = "convlog"
-    replicas: int = 1
+    replicas: int | None = None
+    """Copies of the stream on a cluster; None: 1 for a new stream, or whatever an existing
+    one has. Asked explicitly, an existing stream with another count is refused."""
     duplicate_window: float = 120.0
     """Seconds during which a retried event id is recognised and stored once."""
     partitions: int | None = None
@@ -51,6 +56,10 @@ class StreamSettings:
                 f"stream name {self.name!r} must be letters, digits, '_' or '-' (at most 255)"
             )
         self.subjects(1 if self.partitions is None else self.partitions)  # validates both
+        if self.replicas is not None and not 1 <= self.replicas <= _MAX_REPLICAS:
+            raise ValidationError(
+                f"a stream has 1 to {_MAX_REPLICAS} replicas, not {self.replicas}"
+            )
 
     def subjects(self, partitions: int) -> Subjects:
         """The subject layout of this stream with ``partitions`` partitions."""
@@ -67,7 +76,7 @@ class StreamSettings:
             else None,
             storage=api.StorageType.FILE,
             retention=api.RetentionPolicy.LIMITS,
-            num_replicas=self.replicas,
+            num_replicas=self.replicas or 1,
             duplicate_window=self.duplicate_window,
             deny_delete=True,
             deny_purge=True,
@@ -82,6 +91,8 @@ class StreamLayout:
 
     subjects: Subjects
     atomic: bool
+    replicas: int
+    """Copies the stream is kept in: what buckets kept beside it are made with."""
 
 
 async def ensure_stream(
@@ -100,19 +111,26 @@ async def ensure_stream(
         config = settings.config(atomic=atomic)
         with errors.translating("create the stream"):
             await js.add_stream(config)
-        return StreamLayout(settings.subjects(partitions_of(config)), atomic)
+        return StreamLayout(
+            settings.subjects(partitions_of(config)), atomic, config.num_replicas or 1
+        )
     found = partitions_of(info.config)
     layout = settings.subjects(found)
     problems = unfit(info.config, layout)
     if settings.partitions not in (None, found):
         problems.insert(0, f"it has {found} partition(s), not the {settings.partitions} asked for")
+    copies = info.config.num_replicas or 1
+    if settings.replicas not in (None, copies):
+        problems.insert(
+            0, f"it is kept in {copies} replica(s), not the {settings.replicas} asked for"
+        )
     if problems:
         raise ValidationError(
             f"stream {settings.name!r} exists but is not fit for an audit log: "
             + "; ".join(problems)
             + ". Use another stream name or fix its configuration."
         )
-    return StreamLayout(layout, atomic and bool(info.config.allow_atomic))
+    return StreamLayout(layout, atomic and bool(info.config.allow_atomic), copies)
 
 
 def partitions_of(config: api.StreamConfig) -> int:

@@ -485,7 +485,7 @@ async def migrate_events(
     settings = StreamSettings(
         name=stream,
         subject_prefix=source.subjects.prefix,
-        replicas=own.config.num_replicas or source.stream.replicas,
+        replicas=own.config.num_replicas or source.replicas,
         duplicate_window=own.config.duplicate_window or source.stream.duplicate_window,
         partitions=partitions,
     )

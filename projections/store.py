@@ -388,7 +388,7 @@ class JetStreamMessageStore(_ProjectedStore):
         *,
         stream: str = "CONVLOG",
         subject_prefix: str = "convlog",
-        replicas: int = 1,
+        replicas: int | None = None,
         options: ConnectOptions | None = None,
         wait_until_ready: bool = True,
         clock: Clock = utc_now,

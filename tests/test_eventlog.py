@@ -172,6 +172,28 @@ async def test_connect_refuses_a_stream_with_another_partition_count(
         await again.close()
 
 
+async def test_connect_refuses_a_stream_kept_in_another_number_of_replicas(
+    nats_url: str, stream_settings: StreamSettings
+) -> None:
+    """A stream of one copy asked for as three is reported, not silently used; unasked, the
+    count is the stream's own."""
+    await (await EventLog.connect(nats_url, stream=stream_settings)).close()
+    with pytest.raises(ValidationError, match=r"it is kept in 1 replica\(s\), not the 3 asked for"):
+        await EventLog.connect(nats_url, stream=dataclasses.replace(stream_settings, replicas=3))
+    log = await EventLog.connect(nats_url, stream=stream_settings)
+    try:
+        assert log.replicas == 1
+    finally:
+        await log.close()
+
+
+@pytest.mark.parametrize("replicas", [0, 6])
+def test_stream_settings_refuse_impossible_replica_counts(replicas: int) -> None:
+    """JetStream keeps 1 to 5 copies of a stream."""
+    with pytest.raises(ValidationError, match=rf"1 to 5 replicas, not {replicas}"):
+        StreamSettings(replicas=replicas)
+
+
 async def test_a_legacy_stream_is_opened_as_it_is(
     nats_url: str, stream_settings: StreamSettings, raw_js: JetStreamContext
 ) -> None:

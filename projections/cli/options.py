@@ -52,6 +52,8 @@ class Target:
     stream: str
     subject_prefix: str
     max_payload: int = DEFAULT_MAX_PAYLOAD
+    replicas: int | None = None
+    """Copies of a stream this command creates; None: 1, or what an existing one has."""
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Target:
@@ -74,6 +76,7 @@ class Target:
             stream=args.stream,
             subject_prefix=args.subject_prefix,
             max_payload=args.max_payload,
+            replicas=args.replicas,
         )
 
     @property
@@ -134,6 +137,13 @@ def _shared_options() -> argparse.ArgumentParser:
     log = shared.add_argument_group("the log")
     log.add_argument("--stream", default="CONVLOG", help="JetStream stream name")
     log.add_argument("--subject-prefix", default="convlog", help="subject prefix of events")
+    log.add_argument(
+        "--replicas",
+        type=int,
+        metavar="N",
+        help="copies of the stream on a cluster: what a new stream is made with, and what an "
+        "existing one must have (default: 1 for a new stream, else whatever it has)",
+    )
     embedded = shared.add_argument_group("the embedded server (without a URL)")
     embedded.add_argument(
         "--data-dir",

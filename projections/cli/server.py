@@ -123,6 +123,7 @@ async def connect(target: Target, url: str) -> JetStreamMessageStore:
         _servers(url),
         stream=target.stream,
         subject_prefix=target.subject_prefix,
+        replicas=target.replicas,
         options=target.options,
     )
 
@@ -131,7 +132,9 @@ async def open_log(target: Target, url: str) -> EventLog:
     """Connect to the target's stream as a bare log, without views, to read or append."""
     return await EventLog.connect(
         _servers(url),
-        stream=StreamSettings(name=target.stream, subject_prefix=target.subject_prefix),
+        stream=StreamSettings(
+            name=target.stream, subject_prefix=target.subject_prefix, replicas=target.replicas
+        ),
         options=target.options,
     )
 
