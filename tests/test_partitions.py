@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from typing import TYPE_CHECKING, Any
-
-from nats.js import JetStreamContext
+from typing import TYPE_CHECKING
 
 from eventlog import EventLog, Message, StreamSettings, Thread
 from projections import JetStreamMessageStore
@@ -27,7 +25,7 @@ async def test_a_partition_store_whose_client_drops_records_follows_again_and_mi
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Filtered, stream sequences skip other partitions' records, so only the consumer's own
-    sequence shows a record the client dropped (a slow consumer): the store follows again."""
+    sequence shows records the client dropped (a slow consumer's): the store follows again."""
     settings = dataclasses.replace(stream_settings, partitions=2)
     await (await EventLog.connect(nats_url, stream=settings)).close()  # two partitions
     writer = await JetStreamMessageStore.connect(
@@ -42,31 +40,25 @@ async def test_a_partition_store_whose_client_drops_records_follows_again_and_mi
     finally:
         await writer.close()
 
-    bind = JetStreamContext.subscribe_bind
-    squeezed: list[bool] = []
-
-    async def squeezed_once(self: JetStreamContext, *args: Any, **kwargs: Any) -> Any:
-        if (
-            not squeezed
-        ):  # the first consumer holds 8 records in the client; later ones, the default
-            squeezed.append(True)
-            kwargs["pending_msgs_limit"] = 8
-        return await bind(self, *args, **kwargs)
-
     fold = ProjectionWorker._on_record
+    dropped: list[int] = []
 
-    async def slowly(self: ProjectionWorker, record: LogRecord) -> None:
-        await asyncio.sleep(0.001)  # slower than the server delivers: the client drops
+    async def dropping(self: ProjectionWorker, record: LogRecord) -> None:
+        # What a slow consumer's client does (it drops past its limits), made exact: the
+        # first consumer's deliveries 100 to 109 never reach the fold.
+        if 100 <= record.delivery < 110 and len(dropped) < 10:
+            dropped.append(record.sequence)
+            return
         await fold(self, record)
 
-    monkeypatch.setattr(JetStreamContext, "subscribe_bind", squeezed_once)
-    monkeypatch.setattr(ProjectionWorker, "_on_record", slowly)
+    monkeypatch.setattr(ProjectionWorker, "_on_record", dropping)
     with caplog.at_level(logging.WARNING, logger="projections.worker"):
         store = await JetStreamMessageStore.connect(
             nats_url, stream=settings.name, subject_prefix=settings.subject_prefix, partition=0
         )
     try:
-        assert "projection missed sequences" in caplog.text  # it did drop, and noticed
+        assert len(dropped) == 10
+        assert "projection missed sequences" in caplog.text  # it noticed, and followed again
         assert store.views.thread_count == ours
         assert not (await store.health_check()).skipped
     finally:
