@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from benchmarks import service
 from benchmarks.cases import sequential_write
+from benchmarks.cluster import FAULTS, cluster_cases
 from benchmarks.coldstart import coldstart_cases
 from benchmarks.concurrent import concurrent_cases
 from benchmarks.harness import Result, print_table, write_json
@@ -109,6 +110,17 @@ async def _coldstart(scale: Scale) -> list[Result]:
         )
 
 
+async def _cluster(scale: Scale) -> list[Result]:
+    return await cluster_cases(
+        count=scale.count,
+        writers=256,
+        per_writer=10 if scale.quick else 100,
+        runs=1 if scale.quick else scale.runs,
+        fault_runs=1 if scale.quick else scale.runs,
+        faults=FAULTS,
+    )
+
+
 _CASES: dict[str, Callable[[Scale], Awaitable[list[Result]]]] = {
     "write": _write,
     "concurrent": _concurrent,
@@ -118,6 +130,7 @@ _CASES: dict[str, Callable[[Scale], Awaitable[list[Result]]]] = {
     "peer": _peer,
     "service": _service,
     "coldstart": _coldstart,
+    "cluster": _cluster,
 }
 """The cases, in the order ``all`` runs them."""
 
@@ -145,7 +158,8 @@ def main() -> None:
             "which cases: sequential writes, concurrent writes and read-your-writes, rebuild "
             "and cold start (replay), queries by store size, memory per message, the "
             "eventsourcing peer, queries through convlog serve replicas (service), one "
-            "partition's cold start and a replica's memory (coldstart), or all (default)"
+            "partition's cold start and a replica's memory (coldstart), writes at R1 and R3 "
+            "and write downtime when a leader fails (cluster), or all (default)"
         ),
     )
     options = parser.parse_args()

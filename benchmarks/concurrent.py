@@ -27,6 +27,7 @@ from benchmarks.harness import Result, medians, now, percentile
 from eventlog import Message, Thread
 
 if TYPE_CHECKING:
+    from benchmarks.cases import Servers
     from projections import JetStreamMessageStore
 
 THREADS = 1000
@@ -118,9 +119,9 @@ async def raw_pipelined(url: str, count: int, window: int) -> WriteRun:
     return WriteRun(count / seconds, latencies, 0)
 
 
-async def raw_batches(url: str, count: int) -> float:
+async def raw_batches(url: Servers, count: int, *, replicas: int = 1) -> float:
     """Messages per second, sent as atomic batches of 500: plain publishes, then one commit."""
-    nc, _, prefix = await raw_stream(url, atomic=True)
+    nc, _, prefix = await raw_stream(url, atomic=True, replicas=replicas)
     start = now()
     for first in range(0, count, _BATCH):
         size = min(_BATCH, count - first)

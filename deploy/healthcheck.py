@@ -1,6 +1,6 @@
 """The Docker healthcheck of a convlog replica: whether every partition of the service answers.
 
-    python /etc/convlog/healthcheck.py [NATS_URL] [STREAM]
+    python /etc/convlog/healthcheck.py [NATS_URL[,NATS_URL...]] [STREAM]
 
 Asks each partition's ``health`` endpoint through RemoteMessageStore.health_check(); exit 0
 when every partition has a replica that answers "ok", 1 otherwise (no replica yet, one
@@ -20,7 +20,8 @@ from projections import RemoteMessageStore
 async def check(url: str, stream: str) -> int:
     """Print the service's health; 0 if ok."""
     try:
-        async with await RemoteMessageStore.connect(url, stream=stream, request_timeout=3) as s:
+        servers = url.split(",")  # a cluster's URLs, as `convlog serve --nats-url` takes them
+        async with await RemoteMessageStore.connect(servers, stream=stream, request_timeout=3) as s:
             health = await s.health_check()
     except ConvlogError as err:
         print(f"unavailable: {err}")

@@ -68,8 +68,13 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _HEARTBEAT: Final = 2.0
-"""Seconds between the server's heartbeats to an idle consumer, and between a reader's
-questions to its consumer when nothing arrives."""
+"""Seconds between a reader's questions to its consumer when nothing arrives."""
+
+_IDLE_HEARTBEAT: Final = 0.5
+"""Seconds between the server's heartbeats to an idle consumer. The client re-creates its
+consumer after two go missing: on a cluster the consumer runs on any replica of the stream,
+not on the node the client is connected to, and when that replica stops the client learns
+it from these alone (within two seconds, rather than eight at two seconds apart)."""
 
 _STALL: Final = 30.0
 """The least time a reader waits for a consumer that holds records but delivers none."""
@@ -618,7 +623,7 @@ class EventLog:
             ack_policy=api.AckPolicy.NONE,
             max_deliver=1,
             flow_control=True,
-            idle_heartbeat=_HEARTBEAT,
+            idle_heartbeat=_IDLE_HEARTBEAT,
             inactive_threshold=300.0,
             num_replicas=1,
             mem_storage=True,

@@ -14,6 +14,7 @@ import pytest
 from uuid_utils import uuid7
 
 from eventlog import DEFAULT_MAX_PAYLOAD, EmbeddedNats, EventLog, StreamSettings
+from eventlog.cluster import EmbeddedCluster
 from projections import InMemoryMessageStore, JetStreamMessageStore, MessageStore
 
 if TYPE_CHECKING:
@@ -105,3 +106,14 @@ async def store(request: pytest.FixtureRequest, connect_store: StoreFactory) -> 
     if request.param == "in-memory":
         return InMemoryMessageStore()
     return await connect_store()
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[EmbeddedCluster]:
+    """Three nats-servers clustered on loopback, of this test's own; each stopped by its pid.
+
+    Started on ports of a block no other cluster on the machine holds; returns once they
+    have elected a meta leader. At the end each node still running is stopped (SIGTERM).
+    """
+    async with EmbeddedCluster(data_dir=tmp_path / "cluster") as started:
+        yield started
