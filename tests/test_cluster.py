@@ -67,7 +67,11 @@ def stream_name() -> tuple[str, str]:
 
 
 async def connect(
-    urls: list[str], stream: tuple[str, str], *, replicas: int | None = 3
+    urls: list[str],
+    stream: tuple[str, str],
+    *,
+    replicas: int | None = 3,
+    write_timeout: float = WRITE_TIMEOUT,
 ) -> JetStreamMessageStore:
     """A store given every node's URL, as production's would be.
 
@@ -83,7 +87,7 @@ async def connect(
                 stream=name,
                 subject_prefix=prefix,
                 replicas=replicas,
-                options=ConnectOptions(write_timeout=WRITE_TIMEOUT),
+                options=ConnectOptions(write_timeout=write_timeout),
             )
         except UnavailableError:
             if time.monotonic() > deadline:
@@ -219,11 +223,7 @@ class Traffic:
 
 
 async def done(store: JetStreamMessageStore, call: Callable[[], Awaitable[T]]) -> T:
-    """A write the test needs made, repeated until acknowledged.
-
-    On a fresh cluster the first message may find nothing answering its id claim: the
-    claims bucket, R3 too, is made by that first message and elects its own leader.
-    """
+    """A write the test needs made, repeated until acknowledged (an election may be on)."""
     return await Traffic().write(call, store.log.connection, bound=2 * WRITE_TIMEOUT)
 
 
@@ -331,16 +331,21 @@ async def assert_views_are_a_rebuild(
 async def test_an_r3_stream_and_its_buckets_are_kept_on_every_node(
     cluster: EmbeddedCluster,
 ) -> None:
-    """replicas=3 makes the stream, its id claims and its snapshots R3; R1 of it is refused."""
+    """replicas=3 makes the stream, its id claims and its snapshots R3; R1 of it is refused.
+
+    The first messages, written at once, make the claims bucket once between them and wait
+    for its leader: none fails (a generous write timeout, for a loaded machine).
+    """
     stream = stream_name()
-    store = await connect(cluster.urls, stream)
+    store = await connect(cluster.urls, stream, write_timeout=20.0)
     try:
         assert store.log.replicas == 3
         thread = Thread.new("acme", "alice")
-        await done(store, lambda: store.create_thread(thread))
-        message = Message.user(thread.id, "kept three times")
-        await done(store, lambda: store.create_message(message))
-        await done(store, store.snapshot)
+        await store.create_thread(thread)
+        messages = [Message.user(thread.id, f"kept three times {n}") for n in range(20)]
+        await asyncio.gather(*(store.create_message(message) for message in messages))
+        assert {m.id for m in await store.list_messages(thread.id)} == {m.id for m in messages}
+        await store.snapshot()
         js = store.log.jetstream
         info = await js.stream_info(stream[0])
         assert info.config.num_replicas == 3
