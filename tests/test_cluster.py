@@ -422,17 +422,21 @@ async def test_a_cluster_runs_nodes_on_fixed_ports_and_stops_them_by_pid(tmp_pat
 
 
 def test_a_port_block_in_use_is_passed_over() -> None:
-    """A block another cluster holds, or one port of which something listens on, is not taken."""
+    """A block another cluster holds, or one port of which something listens on, is not taken.
+
+    The listener goes on a port of a block this test holds, so no other run's cluster is on
+    it; the block is then let go with the port still taken.
+    """
     first = _PortBlock.reserve(6)
     try:
         second = _PortBlock.reserve(6)
         assert second.base != first.base
-        second.release()
         with socket.socket() as listener:
-            listener.bind(("127.0.0.1", first.base + 10 + 3))  # in the next block
+            listener.bind(("127.0.0.1", second.base + 3))
             listener.listen()
+            second.release()
             with pytest.raises(EmbeddedServerError):
-                _PortBlock.reserve(6, first.base + 10)
+                _PortBlock.reserve(6, second.base)
     finally:
         first.release()
 
