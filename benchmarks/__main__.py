@@ -20,6 +20,7 @@ from benchmarks.memory import memory_cases
 from benchmarks.peer import peer_cases
 from benchmarks.queries import query_cases
 from benchmarks.replay import replay_cases
+from benchmarks.turns import turn_cases
 from eventlog import EmbeddedNats
 
 if TYPE_CHECKING:
@@ -58,6 +59,11 @@ async def _concurrent(scale: Scale) -> list[Result]:
         return await concurrent_cases(
             url, writers=256, per_writer=20 if scale.quick else 100, runs=scale.runs
         )
+
+
+async def _turns(scale: Scale) -> list[Result]:
+    async with EmbeddedNats(sync_always=True) as url:
+        return await turn_cases(url, turns=50 if scale.quick else 300, runs=scale.runs)
 
 
 async def _replay(scale: Scale) -> list[Result]:
@@ -124,6 +130,7 @@ async def _cluster(scale: Scale) -> list[Result]:
 _CASES: dict[str, Callable[[Scale], Awaitable[list[Result]]]] = {
     "write": _write,
     "concurrent": _concurrent,
+    "turns": _turns,
     "replay": _replay,
     "queries": _queries,
     "memory": _memory,
@@ -155,7 +162,8 @@ def main() -> None:
         choices=("all", *_CASES),
         default="all",
         help=(
-            "which cases: sequential writes, concurrent writes and read-your-writes, rebuild "
+            "which cases: sequential writes, concurrent writes and read-your-writes, a turn "
+            "of six writes in a transaction (turns), rebuild "
             "and cold start (replay), queries by store size, memory per message, the "
             "eventsourcing peer, queries through convlog serve replicas (service), one "
             "partition's cold start and a replica's memory (coldstart), writes at R1 and R3 "

@@ -8,18 +8,27 @@ exactly one owner (the thread), however many writers race. The same owner claimi
 (a retry, a write decided again) is granted again. A claim whose append never happened
 (the writer died in between) keeps the id for that thread: that thread may still create
 it, no other may.
+
+Claims made at once are gathered (:class:`~eventlog.group.Coalescer`). Many go as one
+atomic batch on the bucket's stream: one fsync for all, as group commit does for events. A
+batch with a claim already taken is refused whole; its claims are then made one by one. A
+few go one by one at once: nats-server stages an R1 atomic batch on disk before it commits
+it, which costs about ten single fsyncs (measured on 2.15.1), so a small batch would wait
+longer than its claims made side by side.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 import nats.js.errors
 from nats.js import api
 
-from eventlog.errors import UnavailableError
+from eventlog.errors import ConvlogError, UnavailableError
+from eventlog.group import Coalescer, Pending
 from eventlog.subjects import encode_token
 
 if TYPE_CHECKING:
@@ -32,6 +41,15 @@ __all__ = ["IdClaims"]
 _HISTORY: Final = 1
 _PAUSE: Final = 0.1
 """Seconds between tries of a claim that nothing answered (a new replicated bucket electing)."""
+_ATOMIC_FROM: Final = 16
+"""Claims at once from which one atomic batch beats as many single creates side by side."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    message_id: str
+    key: str
+    owner: str
 
 
 class IdClaims:
@@ -41,7 +59,11 @@ class IdClaims:
         self._log = log
         self.bucket = f"{log.stream.name}_ids"
         self._kv: KeyValue | None = None
+        self._atomic = False
         self._opening = asyncio.Lock()
+        self._claims: Coalescer[_Claim, str | None] = Coalescer(
+            self._commit, keys=lambda claim: (claim.key,)
+        )
 
     async def claim(self, message_id: str, tenant_id: str, thread_id: str) -> str | None:
         """Claim ``message_id`` for the thread; None if granted, else the owner's subject.
@@ -50,27 +72,58 @@ class IdClaims:
         idempotent, and a replicated bucket just made (or one whose leader moved) answers
         nothing until its group has elected a leader.
         """
+        owner = self._log.subjects.thread(tenant_id, thread_id)
+        claim = _Claim(message_id, f"m.{encode_token(message_id)}", owner)
         deadline = time.monotonic() + self._log.write_timeout
         while True:
             try:
-                return await self._claim_once(message_id, tenant_id, thread_id)
+                await self._bucket()
+                return await self._claims.submit(claim)
             except UnavailableError:
                 if time.monotonic() + _PAUSE >= deadline:
                     raise
                 await asyncio.sleep(_PAUSE)
 
-    async def _claim_once(self, message_id: str, tenant_id: str, thread_id: str) -> str | None:
-        kv = await self._bucket()
-        key = f"m.{encode_token(message_id)}"
-        owner = self._log.subjects.thread(tenant_id, thread_id)
-        with self._log.nats_errors.translating(f"claim message id {message_id!r}"):
+    async def _commit(self, batch: list[Pending[_Claim, str | None]]) -> None:
+        if len(batch) >= _ATOMIC_FROM and self._atomic:
+            messages: list[tuple[str, bytes, dict[str, str]]] = [
+                (
+                    f"$KV.{self.bucket}.{pending.item.key}",
+                    pending.item.owner.encode(),
+                    {api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE: "0"},
+                )
+                for pending in batch
+            ]
             try:
-                await kv.create(key, owner.encode())
-            except nats.js.errors.KeyWrongLastSequenceError:
-                entry = await kv.get(key)
-                held = (entry.value or b"").decode()
-                return None if held == owner else held
-        return None
+                await self._log.publish_batch(messages, size=sum(len(m[1]) for m in messages))
+            except UnavailableError as err:
+                for pending in batch:
+                    pending.settle(error=err)
+                return
+            except ConvlogError:
+                pass  # one was taken (or retried): each on its own says which
+            else:
+                for pending in batch:
+                    pending.settle(None)
+                return
+        await asyncio.gather(*(self._commit_one(pending) for pending in batch))
+
+    async def _commit_one(self, pending: Pending[_Claim, str | None]) -> None:
+        claim = pending.item
+        kv = await self._bucket()
+        try:
+            with self._log.nats_errors.translating(f"claim message id {claim.message_id!r}"):
+                try:
+                    await kv.create(claim.key, claim.owner.encode())
+                except nats.js.errors.KeyWrongLastSequenceError:
+                    entry = await kv.get(claim.key)
+                    held = (entry.value or b"").decode()
+                    pending.settle(None if held == claim.owner else held)
+                    return
+        except ConvlogError as err:
+            pending.settle(error=err)
+            return
+        pending.settle(None)
 
     async def _bucket(self) -> KeyValue:
         """The bucket, opened or made once however many claims come at once."""
@@ -84,9 +137,9 @@ class IdClaims:
         js = self._log.jetstream
         with self._log.nats_errors.translating(f"open bucket {self.bucket!r}"):
             try:
-                return await js.key_value(self.bucket)
+                kv = await js.key_value(self.bucket)
             except nats.js.errors.BucketNotFoundError:
-                return await js.create_key_value(
+                kv = await js.create_key_value(
                     api.KeyValueConfig(
                         bucket=self.bucket,
                         history=_HISTORY,
@@ -94,3 +147,18 @@ class IdClaims:
                         replicas=self._log.replicas,
                     )
                 )
+            if self._log.supports_atomic:
+                self._atomic = await self._allow_atomic()
+        return kv
+
+    async def _allow_atomic(self) -> bool:
+        """Let the bucket's stream take atomic batches (a KV bucket is made without)."""
+        js = self._log.jetstream
+        info = await js.stream_info(f"KV_{self.bucket}")
+        if not info.config.allow_atomic:
+            info.config.allow_atomic = True
+            try:
+                await js.update_stream(info.config)
+            except nats.js.errors.APIError:
+                return False  # claims then go one by one, as before batches
+        return True

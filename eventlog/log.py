@@ -291,23 +291,33 @@ class EventLog:
         checks it only for the first event of each subject in the batch. ``payloads`` are
         the events' bytes from :meth:`encode`, for a caller that already has them.
         """
-        count = len(events)
         expected, payloads = self._checked_batch(events, expected, payloads)
-        batch_id = uuid7().hex
+        messages: list[tuple[str, bytes, dict[str, str]]] = []
         seen: set[str] = set()
-        ack = PubAck()
-        for index, (event, payload, expect) in enumerate(
-            zip(events, payloads, expected, strict=True), start=1
-        ):
+        for event, payload, expect in zip(events, payloads, expected, strict=True):
             subject = self.subjects.thread(event.tenant_id, event.thread_id)
-            headers: dict[str, str] = {
-                api.Header.MSG_ID: event.event_id,
-                api.Header.BATCH_ID: batch_id,
-                api.Header.BATCH_SEQUENCE: str(index),
-            }
+            headers: dict[str, str] = {api.Header.MSG_ID: event.event_id}
             if expect is not None and subject not in seen:
                 headers[api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE] = str(expect)
             seen.add(subject)
+            messages.append((subject, payload, headers))
+        return await self.publish_batch(messages, size=sum(map(len, payloads)))
+
+    async def publish_batch(
+        self, messages: Sequence[tuple[str, bytes, dict[str, str]]], *, size: int
+    ) -> list[int]:
+        """Publish (subject, payload, headers) messages as one atomic batch; their sequences.
+
+        The headers are each message's own (its id, its expectation); the batch's are added
+        here. An expectation counts only on its subject's first message in the batch.
+        Any stream that allows atomic batches will do: the id claims use it too.
+        """
+        count = len(messages)
+        batch_id = uuid7().hex
+        ack = PubAck()
+        for index, (subject, payload, headers) in enumerate(messages, start=1):
+            headers[api.Header.BATCH_ID] = batch_id
+            headers[api.Header.BATCH_SEQUENCE] = str(index)
             if index < count:
                 with self.nats_errors.translating(f"send batch {batch_id}", subject=subject):
                     await self._nc.publish(subject, payload, headers=headers)
@@ -315,7 +325,7 @@ class EventLog:
             headers[api.Header.BATCH_COMMIT] = "1"
             ack = await self._request(subject, payload, headers)
         if ack.error is not None:
-            raise self._refused(ack.error, f"batch {batch_id}", sum(map(len, payloads)))
+            raise self._refused(ack.error, f"batch {batch_id}", size)
         if ack.count != count:  # the sequences below would then name the wrong events
             raise ConvlogError(f"batch {batch_id} stored {ack.count} of {count} events")
         return list(range(ack.seq - count + 1, ack.seq + 1))

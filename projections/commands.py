@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from eventlog import (
     AlreadyExistsError,
@@ -28,10 +28,7 @@ from eventlog import (
 )
 from eventlog.events import current_context, new_event_id
 
-if TYPE_CHECKING:
-    from projections.views import Views
-
-__all__ = ["Clock", "Commands", "utc_now"]
+__all__ = ["Clock", "Commands", "State", "utc_now"]
 
 Clock = Callable[[], datetime]
 
@@ -52,10 +49,26 @@ def _same_create(current: Thread | Message, given: Thread | Message) -> bool:
     return current.model_dump(exclude=_LATER) == given.model_dump(exclude=_LATER)
 
 
-class Commands:
-    """Turns requested writes into events, given the current views and a clock."""
+class State(Protocol):
+    """What a write is decided against: the views, or a transaction's view of them."""
 
-    def __init__(self, views: Views, clock: Clock = utc_now) -> None:
+    def thread(self, thread_id: str) -> Thread | None:
+        """The thread, deleted or not, or None."""
+        ...
+
+    def message(self, message_id: str) -> Message | None:
+        """The message, deleted or not, or None."""
+        ...
+
+    def message_version(self, message_id: str) -> int | None:
+        """The stream sequence of the message's last change, or None if unknown."""
+        ...
+
+
+class Commands:
+    """Turns requested writes into events, given the current state and a clock."""
+
+    def __init__(self, views: State, clock: Clock = utc_now) -> None:
         self._views = views
         self._clock = clock
 

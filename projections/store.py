@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
 import time
@@ -50,6 +51,7 @@ from projections.fold import Projection
 from projections.health import Health
 from projections.queries import ViewQueries
 from projections.snapshot import SnapshotInfo, SnapshotPolicy, Snapshots
+from projections.transaction import Change, Overlay, Transaction, TransactionError
 from projections.worker import ProjectionWorker
 
 if TYPE_CHECKING:
@@ -168,6 +170,18 @@ class _ThreadLocks:
             else:
                 self._locks[key] = (lock, users - 1)
 
+    @contextlib.asynccontextmanager
+    async def hold_all(self, keys: Sequence[str]) -> AsyncIterator[None]:
+        """Hold the lock of each key, taken in the order given (sorted: no deadlock)."""
+        if len(keys) == 1:
+            async with self.hold(keys[0]):
+                yield
+            return
+        async with contextlib.AsyncExitStack() as stack:
+            for key in keys:
+                await stack.enter_async_context(self.hold(key))
+            yield
+
 
 class _ProjectedStore(ViewQueries):
     """The MessageStore methods, over views kept by a projection; subclasses commit events."""
@@ -175,15 +189,30 @@ class _ProjectedStore(ViewQueries):
     def __init__(self, projection: Projection, subjects: Subjects, clock: Clock) -> None:
         super().__init__(projection)
         self._subjects = subjects
+        self._clock = clock
         self._commands = Commands(projection.views, clock)
         self._locks = _ThreadLocks()
         self._owner_locks = _ThreadLocks()
         self.conflicts = 0
         """Appends that lost an optimistic-concurrency race and were decided again."""
 
-    async def _commit(self, event: AnyEvent, expected: int) -> int:
-        """Append ``event`` if ``expected`` still holds; return its sequence once folded."""
+    async def _commit(
+        self, events: Sequence[AnyEvent], payloads: Sequence[bytes], expected: Sequence[int | None]
+    ) -> list[int]:
+        """Append ``events`` together if each ``expected`` still holds; their sequences once folded.
+
+        ``expected[i]`` is the last sequence event i's thread must have (checked on each
+        thread's first event); its ``payloads`` are from :meth:`_encode`.
+        """
         raise NotImplementedError
+
+    def _encode(self, event: AnyEvent) -> bytes:
+        """The bytes ``event`` is stored as, within the payload limit."""
+        raise NotImplementedError
+
+    async def _refusals(self, events: Sequence[AnyEvent]) -> list[tuple[int, ConvlogError]]:  # noqa: ARG002 - the in-memory store refuses nothing here
+        """Events (by index) the store refuses before appending any, and why."""
+        return []
 
     async def _catch_up(self, conflict: ConflictError | None, thread_id: str) -> None:  # noqa: ARG002 - the in-memory store has nothing to catch up with
         """Fold what other writers appended: up to the conflict, or far enough to see ``thread_id``.
@@ -196,68 +225,172 @@ class _ProjectedStore(ViewQueries):
     def _check_open(self) -> None:
         """Raise if this store can no longer write."""
 
-    async def _write(self, thread_id: str, decide: Callable[[], AnyEvent | None]) -> None:
-        """Decide and commit under the thread's lock; decide again after losing a race.
+    async def _write(self, thread_id: str, decide: Callable[[Commands], AnyEvent | None]) -> None:
+        """One write, decided and committed as :meth:`_write_all` does; its own error raised."""
+        try:
+            await self._write_all([Change(thread_id, "", decide)])
+        except TransactionError as failed:
+            raise failed.failures[0][1] from None
 
-        A race is lost in one of three ways: another writer appended to the thread first (a
+    async def _write_all(self, changes: Sequence[Change]) -> list[int]:
+        """Decide and commit ``changes`` under their threads' locks; again after losing a race.
+
+        A race is lost in one of three ways: another writer appended to a thread first (a
         conflict), our view had not yet seen an entity another writer created (NotFound),
         or another writer took our new id on another thread first (the fold rejects ours).
         Deciding again against caught-up views turns each into success or the right error.
         """
         self._check_open()
-        async with self._locks.hold(thread_id):
+        thread_ids = sorted({change.thread_id for change in changes})
+        async with self._locks.hold_all(thread_ids):
             caught_up = False
             for attempt in range(1, _MAX_ATTEMPTS + 1):
-                try:
-                    event = decide()
-                except NotFoundError:
-                    if caught_up:
-                        raise
+                events, failures = await self._decided(changes)
+                if failures:
+                    if caught_up or not any(isinstance(e, NotFoundError) for _, e in failures):
+                        raise TransactionError(len(changes), failures, [c.what for c in changes])
                     caught_up = True
-                    await self._catch_up(None, thread_id)
+                    for thread_id in thread_ids:
+                        await self._catch_up(None, thread_id)
                     continue
-                if event is None:
-                    return
-                head = self.views.head(self._subjects.thread(event.tenant_id, event.thread_id))
-                chained = msgspec.structs.replace(
-                    event, prev_hash=event_digest(head.payload) if head else None
+                if not events:
+                    return []
+                sequences = await self._committed(
+                    events, thread_ids, last_try=attempt == _MAX_ATTEMPTS
                 )
-                try:
-                    sequence = await self._commit(chained, head.sequence if head else 0)
-                except ConflictError as conflict:
-                    if attempt == _MAX_ATTEMPTS:
-                        raise
-                    self.conflicts += 1
-                    await self._catch_up(conflict, thread_id)
-                    # Jittered backoff, so writers racing on one thread stop meeting in lockstep.
-                    await asyncio.sleep(random.uniform(0, 0.001 * attempt))  # noqa: S311
-                    continue
-                rejection = self._projection.rejection(sequence)
-                if rejection is None:
-                    return
-                logger.info("write at sequence %d lost a race: %s", sequence, rejection.reason)
+                if sequences is not None:
+                    return sequences
+                # Jittered backoff, so writers racing on one thread stop meeting in lockstep.
+                await asyncio.sleep(random.uniform(0, 0.001 * attempt))  # noqa: S311
             raise ConvlogError(
-                f"gave up on a write to thread {thread_id!r} after {_MAX_ATTEMPTS} tries"
+                f"gave up on a write to threads {thread_ids!r} after {_MAX_ATTEMPTS} tries"
             )
+
+    async def _decided(
+        self, changes: Sequence[Change]
+    ) -> tuple[list[AnyEvent], list[tuple[int, ConvlogError]]]:
+        """The events to append, or the writes (by index) that may not be, and why."""
+        decided, failures = self._decide(changes)
+        if failures:
+            return [], failures
+        events = [event for _, event in decided]
+        refused = await self._refusals(events)
+        return events, [(decided[index][0], err) for index, err in refused]
+
+    async def _committed(
+        self, events: list[AnyEvent], thread_ids: Sequence[str], *, last_try: bool
+    ) -> list[int] | None:
+        """The sequences ``events`` were stored and folded at; None if they lost a race."""
+        chained, payloads, expected = self._chain(events)
+        try:
+            sequences = await self._commit(chained, payloads, expected)
+        except ConflictError as conflict:
+            if last_try:
+                raise
+            self.conflicts += 1
+            for thread_id in thread_ids:
+                await self._catch_up(conflict, thread_id)
+            return None
+        rejections = [r for s in sequences if (r := self._projection.rejection(s)) is not None]
+        for rejection in rejections:
+            logger.info(
+                "write at sequence %d lost a race: %s", rejection.sequence, rejection.reason
+            )
+        return None if rejections else sequences
+
+    def _decide(
+        self, changes: Sequence[Change]
+    ) -> tuple[list[tuple[int, AnyEvent]], list[tuple[int, ConvlogError]]]:
+        """Each change's event (by its index; None dropped), or why it may not be written."""
+        if len(changes) == 1:  # alone: against the views themselves, no overlay
+            try:
+                event = changes[0].decide(self._commands)
+            except ConvlogError as err:
+                return [], [(0, err)]
+            return ([(0, event)] if event is not None else []), []
+        overlay = Overlay(self.views)
+        commands = Commands(overlay, self._clock)
+        events: list[tuple[int, AnyEvent]] = []
+        failures: list[tuple[int, ConvlogError]] = []
+        for index, change in enumerate(changes):
+            try:
+                event = change.decide(commands)
+            except ConvlogError as err:
+                failures.append((index, err))
+                continue
+            if event is not None:
+                overlay.record(event)
+                events.append((index, event))
+        return events, failures
+
+    def _chain(
+        self, events: Sequence[AnyEvent]
+    ) -> tuple[list[AnyEvent], list[bytes], list[int | None]]:
+        """The events linked into their threads' hash chains, their bytes and expectations.
+
+        Each event's ``prev_hash`` is the digest of its thread's previous event: the head
+        in the views, or the event before it here. Only a thread's first event here
+        carries an expectation (the server checks no other).
+        """
+        chained: list[AnyEvent] = []
+        payloads: list[bytes] = []
+        expected: list[int | None] = []
+        previous: dict[str, bytes] = {}
+        for event in events:
+            subject = self._subjects.thread(event.tenant_id, event.thread_id)
+            if subject in previous:
+                before: bytes | None = previous[subject]
+                expected.append(None)
+            else:
+                head = self.views.head(subject)
+                before = head.payload if head else None
+                expected.append(head.sequence if head else 0)
+            linked = msgspec.structs.replace(
+                event, prev_hash=event_digest(before) if before is not None else None
+            )
+            payload = self._encode(linked)
+            previous[subject] = payload
+            chained.append(linked)
+            payloads.append(payload)
+        return chained, payloads, expected
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """Writes recorded in the block, written on leaving it as one atomic batch.
+
+        All are stored or none; each is checked by the rules of its method, against the
+        views and the writes before it. A write that breaks a rule raises
+        :class:`TransactionError` (naming each) and nothing is written; so does an
+        exception in the block. Returns once every write is folded (read-your-writes).
+        See :mod:`projections.transaction`.
+        """
+        tx = Transaction(self._thread_of_message)
+        yield tx
+        if tx.changes:
+            tx.sequences = await self._write_all(tx.changes)
+
+    def _thread_of_message(self, message_id: str) -> str:
+        message = self.views.message(message_id)
+        return message.thread_id if message is not None else ""
 
     # --- writes ----------------------------------------------------------------------------
 
     async def create_thread(self, thread: Thread) -> ThreadId:
         """Create a thread; AlreadyExistsError if its id holds another thread."""
-        await self._write(thread.id, lambda: self._commands.create_thread(thread))
+        await self._write(thread.id, lambda c: c.create_thread(thread))
         return thread.id
 
     async def update_thread(self, thread: Thread) -> None:
         """Change a thread's title; NotFoundError or DeletedError when it cannot."""
-        await self._write(thread.id, lambda: self._commands.update_thread(thread))
+        await self._write(thread.id, lambda c: c.update_thread(thread))
 
     async def delete_thread(self, thread_id: str) -> None:
         """Soft-delete a thread; NotFoundError for an unknown id; repeat is a no-op."""
-        await self._write(thread_id, lambda: self._commands.delete_thread(thread_id))
+        await self._write(thread_id, lambda c: c.delete_thread(thread_id))
 
     async def create_message(self, message: Message) -> MessageId:
         """Add a message to a live thread."""
-        await self._write(message.thread_id, lambda: self._commands.create_message(message))
+        await self._write(message.thread_id, lambda c: c.create_message(message))
         return message.id
 
     async def update_message(
@@ -270,7 +403,7 @@ class _ProjectedStore(ViewQueries):
         """
         await self._write(
             message.thread_id,
-            lambda: self._commands.update_message(message, expected_version),
+            lambda c: c.update_message(message, expected_version),
         )
 
     def message_version(self, message_id: str) -> int | None:
@@ -279,9 +412,8 @@ class _ProjectedStore(ViewQueries):
 
     async def delete_message(self, message_id: str) -> None:
         """Soft-delete a message; repeat is a no-op."""
-        message = self.views.message(message_id)
-        thread_id = message.thread_id if message is not None else ""
-        await self._write(thread_id, lambda: self._commands.delete_message(message_id))
+        thread_id = self._thread_of_message(message_id)
+        await self._write(thread_id, lambda c: c.delete_message(message_id))
 
     async def get_or_create_thread(self, tenant_id: str, user_id: str) -> Thread:
         """The user's newest live thread, or a new one (the seed always made a new one).
@@ -311,23 +443,31 @@ class InMemoryMessageStore(_ProjectedStore):
         """The seed's name for this store."""
         return "in-memory-message-store"
 
-    async def _commit(self, event: AnyEvent, expected: int) -> int:
-        subject = self._subjects.thread(event.tenant_id, event.thread_id)
-        head = self.views.head(subject)
-        actual = head.sequence if head else 0
-        if actual != expected:  # pragma: no cover - one process, writes serialised per thread
-            raise ConflictError(subject, expected, actual)
-        payload = self._codec.encode(event, limit=self._max_payload - HEADER_ROOM)
-        sequence = self._projection.sequence + 1
-        self._projection.apply(
-            LogRecord(
-                sequence=sequence,
-                time=event.occurred_at,
-                subject=subject,
-                data=payload,
+    def _encode(self, event: AnyEvent) -> bytes:
+        return self._codec.encode(event, limit=self._max_payload - HEADER_ROOM)
+
+    async def _commit(
+        self, events: Sequence[AnyEvent], payloads: Sequence[bytes], expected: Sequence[int | None]
+    ) -> list[int]:
+        for event, expect in zip(events, expected, strict=True):
+            subject = self._subjects.thread(event.tenant_id, event.thread_id)
+            head = self.views.head(subject)
+            actual = head.sequence if head else 0
+            if (
+                expect is not None and actual != expect
+            ):  # pragma: no cover - one process, writes serialised per thread
+                raise ConflictError(subject, expect, actual)
+        first = self._projection.sequence + 1
+        for sequence, event, payload in zip(itertools.count(first), events, payloads, strict=False):
+            self._projection.apply(
+                LogRecord(
+                    sequence=sequence,
+                    time=event.occurred_at,
+                    subject=self._subjects.thread(event.tenant_id, event.thread_id),
+                    data=payload,
+                )
             )
-        )
-        return sequence
+        return list(range(first, first + len(events)))
 
 
 def _scope(subjects: Subjects, tenant_id: str | None, partition: int | None) -> str | None:
@@ -594,17 +734,18 @@ class JetStreamMessageStore(_ProjectedStore):
         if self._worker.failure is not None:
             raise self._worker.failure
 
-    async def _write(self, thread_id: str, decide: Callable[[], AnyEvent | None]) -> None:
+    async def _write_all(self, changes: Sequence[Change]) -> list[int]:
         """Write within twice the write timeout, whatever it waits for on the way.
 
         A write may queue behind a batch in flight, wait for its own batch's ack, and wait
         for the fold; each wait is bounded, and so is their sum.
         """
-        self.check_holds(thread_id)
+        for change in changes:
+            self.check_holds(change.thread_id)
         deadline = 2 * self.log.write_timeout
         try:
             async with asyncio.timeout(deadline):
-                await super()._write(thread_id, decide)
+                return await super()._write_all(changes)
         except TimeoutError:
             raise UnavailableError(
                 self.log.url,
@@ -626,21 +767,47 @@ class JetStreamMessageStore(_ProjectedStore):
                 f"partition {self.partition} only"
             )
 
-    async def _commit(self, event: AnyEvent, expected: int) -> int:
-        if self.tenant_id is not None and event.tenant_id != self.tenant_id:
-            raise PermissionDeniedError(
-                f"this store is confined to tenant {self.tenant_id!r}, not {event.tenant_id!r}"
-            )
-        self.check_holds(event.thread_id)
-        if isinstance(event, MessageCreated) and self._claims is not None:
-            owner = await self._claims.claim(
-                event.message_id or "", event.tenant_id, event.thread_id
-            )
-            if owner is not None:
-                raise AlreadyExistsError("message", event.message_id or "")
-        sequence = await self.group.append(event, expected=expected, payload=self.log.encode(event))
-        await self._folded(sequence)
-        return sequence
+    def _encode(self, event: AnyEvent) -> bytes:
+        return self.log.encode(event)
+
+    async def _refusals(self, events: Sequence[AnyEvent]) -> list[tuple[int, ConvlogError]]:
+        """Events outside this store's tenant or partition, and creates of ids claimed elsewhere."""
+        refused: list[tuple[int, ConvlogError]] = []
+        for index, event in enumerate(events):
+            if self.tenant_id is not None and event.tenant_id != self.tenant_id:
+                refused.append(
+                    (
+                        index,
+                        PermissionDeniedError(
+                            f"this store is confined to tenant {self.tenant_id!r}, "
+                            f"not {event.tenant_id!r}"
+                        ),
+                    )
+                )
+        if refused or self._claims is None:
+            return refused
+        claims = self._claims
+        creates = [(i, e) for i, e in enumerate(events) if isinstance(e, MessageCreated)]
+        owners = await asyncio.gather(
+            *(claims.claim(e.message_id or "", e.tenant_id, e.thread_id) for _, e in creates)
+        )
+        return [
+            (index, AlreadyExistsError("message", event.message_id or ""))
+            for (index, event), owner in zip(creates, owners, strict=True)
+            if owner is not None
+        ]
+
+    async def _commit(
+        self, events: Sequence[AnyEvent], payloads: Sequence[bytes], expected: Sequence[int | None]
+    ) -> list[int]:
+        if len(events) == 1:
+            sequences = [
+                await self.group.append(events[0], expected=expected[0], payload=payloads[0])
+            ]
+        else:
+            sequences = await self.group.append_unit(events, expected=expected, payloads=payloads)
+        await self._folded(sequences[-1])
+        return sequences
 
     def _fold_stored(self, records: Sequence[LogRecord]) -> None:
         """Fold the records this store just appended, in order, when they are next.

@@ -23,7 +23,7 @@ from eventlog import (
     Thread,
     UnavailableError,
 )
-from eventlog.subjects import partition_of
+from eventlog.subjects import Subjects, partition_of
 from projections import JetStreamMessageStore
 from projections.service.protocol import PARTITION_HEADER, ServiceSubjects
 from projections.service.remote import RemoteMessageStore
@@ -285,7 +285,7 @@ async def test_a_late_replica_catches_up_from_snapshots_and_the_stream_before_it
     replicas = replicas_on(nats_url, settings)
     first = await asyncio.to_thread(replicas.start, "--snapshot-every", "10")
     remote = await remote_on(nats_url, settings.name)
-    threads = [Thread.new("acme", f"user-{i}") for i in range(6)]
+    threads = _threads_in_each(settings.subjects(2), 3)  # 18 events each: past a snapshot
     for thread in threads:
         await remote.create_thread(thread)
         for n in range(5):
@@ -310,7 +310,20 @@ async def test_a_late_replica_catches_up_from_snapshots_and_the_stream_before_it
     finally:
         await nc.close()
     assert all(h["snapshots"]["restored"].startswith("partition-") for h in healths), healths
-    assert [t.title for t in await remote.list_threads("acme", "user-0", 10, 0)] == ["later"]
+    assert [t.title for t in await remote.list_threads("acme", threads[0].user_id, 10, 0)] == [
+        "later"
+    ]
+
+
+def _threads_in_each(subjects: Subjects, count: int) -> list[Thread]:
+    """``count`` new threads in each partition (new ids hash where they will)."""
+    held: dict[int, list[Thread]] = {p: [] for p in range(subjects.partitions)}
+    while any(len(threads) < count for threads in held.values()):
+        thread = Thread.new("acme", f"user-{sum(map(len, held.values()))}")
+        partition = subjects.partition_of(thread.id)
+        if len(held[partition]) < count:
+            held[partition].append(thread)
+    return [thread for threads in held.values() for thread in threads]
 
 
 async def _snapshots_written(nc: nats.NATS, settings: StreamSettings) -> set[int]:
