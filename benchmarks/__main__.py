@@ -20,6 +20,7 @@ from benchmarks.memory import memory_cases
 from benchmarks.peer import peer_cases
 from benchmarks.queries import query_cases
 from benchmarks.replay import replay_cases
+from benchmarks.writers import writers_cases
 from eventlog import EmbeddedNats
 
 if TYPE_CHECKING:
@@ -57,6 +58,20 @@ async def _concurrent(scale: Scale) -> list[Result]:
     async with EmbeddedNats(sync_always=True) as url:
         return await concurrent_cases(
             url, writers=256, per_writer=20 if scale.quick else 100, runs=scale.runs
+        )
+
+
+async def _writers(scale: Scale) -> list[Result]:
+    """The server is kept by name: its pid is what the case reads its CPU time from."""
+    server = EmbeddedNats(sync_always=True)
+    async with server as url:
+        return await writers_cases(
+            url,
+            server=server.pid,
+            processes=(4, 1),
+            tasks=64,
+            per_task=10 if scale.quick else 50,
+            runs=3,
         )
 
 
@@ -124,6 +139,7 @@ async def _cluster(scale: Scale) -> list[Result]:
 _CASES: dict[str, Callable[[Scale], Awaitable[list[Result]]]] = {
     "write": _write,
     "concurrent": _concurrent,
+    "writers": _writers,
     "replay": _replay,
     "queries": _queries,
     "memory": _memory,
@@ -155,7 +171,8 @@ def main() -> None:
         choices=("all", *_CASES),
         default="all",
         help=(
-            "which cases: sequential writes, concurrent writes and read-your-writes, rebuild "
+            "which cases: sequential writes, concurrent writes and read-your-writes, writer "
+            "processes on one stream and where they limit (writers), rebuild "
             "and cold start (replay), queries by store size, memory per message, the "
             "eventsourcing peer, queries through convlog serve replicas (service), one "
             "partition's cold start and a replica's memory (coldstart), writes at R1 and R3 "
