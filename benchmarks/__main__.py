@@ -21,6 +21,7 @@ from benchmarks.peer import peer_cases
 from benchmarks.queries import query_cases
 from benchmarks.replay import replay_cases
 from benchmarks.turns import turn_cases
+from benchmarks.writers import writers_cases
 from eventlog import EmbeddedNats
 
 if TYPE_CHECKING:
@@ -64,6 +65,20 @@ async def _concurrent(scale: Scale) -> list[Result]:
 async def _turns(scale: Scale) -> list[Result]:
     async with EmbeddedNats(sync_always=True) as url:
         return await turn_cases(url, turns=50 if scale.quick else 300, runs=scale.runs)
+
+
+async def _writers(scale: Scale) -> list[Result]:
+    """The server is kept by name: its pid is what the case reads its CPU time from."""
+    server = EmbeddedNats(sync_always=True)
+    async with server as url:
+        return await writers_cases(
+            url,
+            server=server.pid,
+            processes=(4, 1),
+            tasks=64,
+            per_task=10 if scale.quick else 50,
+            runs=3,
+        )
 
 
 async def _replay(scale: Scale) -> list[Result]:
@@ -131,6 +146,7 @@ _CASES: dict[str, Callable[[Scale], Awaitable[list[Result]]]] = {
     "write": _write,
     "concurrent": _concurrent,
     "turns": _turns,
+    "writers": _writers,
     "replay": _replay,
     "queries": _queries,
     "memory": _memory,
@@ -163,7 +179,8 @@ def main() -> None:
         default="all",
         help=(
             "which cases: sequential writes, concurrent writes and read-your-writes, a turn "
-            "of six writes in a transaction (turns), rebuild "
+            "of six writes in a transaction (turns), writer processes on one stream and "
+            "where they limit (writers), rebuild "
             "and cold start (replay), queries by store size, memory per message, the "
             "eventsourcing peer, queries through convlog serve replicas (service), one "
             "partition's cold start and a replica's memory (coldstart), writes at R1 and R3 "

@@ -87,7 +87,7 @@ async def memory_cases(count: int) -> list[Result]:
             unit="B",
             ours=runs["ours"][index] - text,
             baseline=runs["dicts"][index] - text,
-            target="<= 1 KB/message beyond the text",
+            target="<= 1,024 B",
             higher_is_better=False,
             note=(
                 f"RSS growth / message ({runs['ours'][index]:,.0f} B ours, "

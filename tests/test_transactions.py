@@ -25,9 +25,12 @@ from projections import InMemoryMessageStore, JetStreamMessageStore
 from projections.transaction import TransactionError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from conftest import ServerFactory, StoreFactory
 
     from projections import MessageStore
+    from projections.transaction import Transaction
 
 
 def turn(thread: Thread, number: int) -> list[Message]:
@@ -40,6 +43,18 @@ def turn(thread: Thread, number: int) -> list[Message]:
             for kind in ("reasoning", "tool call", "tool result", "answer")
         ),
     ]
+
+
+async def in_transaction(store: MessageStore, writes: Callable[[Transaction], None]) -> None:
+    """Record ``writes`` in one transaction of ``store`` and write it."""
+    async with store.transaction() as tx:  # type: ignore[attr-defined] # both stores have it
+        writes(tx)
+
+
+async def write_turn(store: JetStreamMessageStore, messages: list[Message]) -> None:
+    async with store.transaction() as tx:
+        for message in messages:
+            tx.create_message(message)
 
 
 async def test_a_turn_is_written_whole_and_read_back(store: MessageStore) -> None:
@@ -89,13 +104,16 @@ async def test_a_write_that_breaks_a_rule_fails_the_whole_transaction(store: Mes
     before = await store.list_messages(thread.id, include_deleted=True)
     good = Message.user(thread.id, "never stored")
     gone = Thread.new("acme", "bob")
+
+    def writes(tx: Transaction) -> None:
+        tx.create_message(good)
+        tx.update_message(Message.user(thread.id, "unknown message"))
+        tx.create_thread(gone)
+        tx.delete_thread(gone.id)
+        tx.create_message(Message.user(gone.id, "into a deleted thread"))
+
     with pytest.raises(TransactionError) as refused:
-        async with store.transaction() as tx:
-            tx.create_message(good)
-            tx.update_message(Message.user(thread.id, "unknown message"))
-            tx.create_thread(gone)
-            tx.delete_thread(gone.id)
-            tx.create_message(Message.user(gone.id, "into a deleted thread"))
+        await in_transaction(store, writes)
     failures = refused.value.failures
     assert [index for index, _ in failures] == [1, 4]
     assert isinstance(failures[0][1], NotFoundError)
@@ -109,21 +127,27 @@ async def test_a_write_that_breaks_a_rule_fails_the_whole_transaction(store: Mes
 
 async def test_an_exception_in_the_block_writes_nothing(store: MessageStore) -> None:
     thread = Thread.new("acme", "alice")
+
+    def writes(tx: Transaction) -> None:
+        tx.create_thread(thread)
+        raise RuntimeError("changed my mind")
+
     with pytest.raises(RuntimeError, match="changed my mind"):
-        async with store.transaction() as tx:
-            tx.create_thread(thread)
-            raise RuntimeError("changed my mind")
+        await in_transaction(store, writes)
     assert await store.get_thread(thread.id) is None
 
 
 async def test_a_transaction_past_a_batch_is_refused_as_it_is_built() -> None:
     store = InMemoryMessageStore()
     thread = Thread.new("acme", "alice")
+
+    def writes(tx: Transaction) -> None:
+        tx.create_thread(thread)
+        for number in range(MAX_BATCH):
+            tx.create_message(Message.user(thread.id, f"message {number}"))
+
     with pytest.raises(ValidationError, match=f"at most {MAX_BATCH} writes"):
-        async with store.transaction() as tx:
-            tx.create_thread(thread)
-            for number in range(MAX_BATCH):
-                tx.create_message(Message.user(thread.id, f"message {number}"))
+        await in_transaction(store, writes)
     assert await store.get_thread(thread.id) is None
 
 
@@ -181,10 +205,9 @@ async def test_an_id_claimed_by_another_thread_fails_its_write(
     await store.create_thread(two)
     taken = Message.user(one.id, "mine")
     await store.create_message(taken)
+    moved = taken.model_copy(update={"thread_id": two.id})
     with pytest.raises(TransactionError) as refused:
-        async with store.transaction() as tx:
-            tx.create_message(Message.user(two.id, "fine"))
-            tx.create_message(taken.model_copy(update={"thread_id": two.id}))
+        await write_turn(store, [Message.user(two.id, "fine"), moved])
     assert [(i, type(e)) for i, e in refused.value.failures] == [(1, AlreadyExistsError)]
     assert await store.count_messages(two.id) == 0
 
@@ -235,7 +258,7 @@ async def test_transactions_cut_by_a_server_kill_are_whole_or_absent(
         assert all({m.id for m in messages} <= stored for messages in acknowledged)
         for messages in failed:  # retried: each message once, the turn whole
             await until_acknowledged(
-                lambda messages=messages: _write_turn(store, messages), store.log.connection
+                lambda messages=messages: write_turn(store, messages), store.log.connection
             )
         again = await _created_ids(store, counted=True)
         report(
@@ -248,12 +271,6 @@ async def test_transactions_cut_by_a_server_kill_are_whole_or_absent(
         assert len(again) == 5 * (len(acknowledged) + len(failed))
     finally:
         await store.close()
-
-
-async def _write_turn(store: JetStreamMessageStore, messages: list[Message]) -> None:
-    async with store.transaction() as tx:
-        for message in messages:
-            tx.create_message(message)
 
 
 async def _created_ids(store: JetStreamMessageStore, *, counted: bool = False) -> set[str]:
