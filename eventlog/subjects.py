@@ -16,6 +16,7 @@ subject space.
 from __future__ import annotations
 
 import base64
+import functools
 import re
 from dataclasses import dataclass
 from typing import Final
@@ -47,9 +48,11 @@ def partition_of(token: str, partitions: int) -> int:
     return value % partitions
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def encode_token(value: str) -> str:
     """Return a subject token for ``value``, encoding it when it is not plainly safe.
 
+    Cached: a write names its thread's subject several times over (the ids recur).
     A token longer than :data:`MAX_TOKEN` is refused: nats-server closes a connection
     whose subject passes its control-line limit, and every store on it would go down.
     """

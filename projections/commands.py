@@ -56,6 +56,10 @@ class State(Protocol):
         """The thread, deleted or not, or None."""
         ...
 
+    def thread_status(self, thread_id: str) -> tuple[str, bool] | None:
+        """The thread's (tenant id, whether deleted), or None if unknown."""
+        ...
+
     def message(self, message_id: str) -> Message | None:
         """The message, deleted or not, or None."""
         ...
@@ -93,12 +97,20 @@ class Commands:
             "causation_id": context.causation_id,
         }
 
-    def _live_thread(self, thread_id: str) -> Thread:
-        thread = self._views.thread(thread_id)
-        if thread is None:
+    def _live_tenant(self, thread_id: str) -> str:
+        """The tenant of a live thread (no model made: most writes need only this)."""
+        status = self._views.thread_status(thread_id)
+        if status is None:
             raise NotFoundError("thread", thread_id)
-        if thread.deleted_at is not None:
+        tenant_id, deleted = status
+        if deleted:
             raise DeletedError("thread", thread_id)
+        return tenant_id
+
+    def _live_thread(self, thread_id: str) -> Thread:
+        self._live_tenant(thread_id)
+        thread = self._views.thread(thread_id)
+        assert thread is not None  # noqa: S101 - it was there a moment ago
         return thread
 
     def create_thread(self, thread: Thread) -> ThreadCreated | None:
@@ -142,9 +154,9 @@ class Commands:
             if _same_create(existing, message):
                 return None
             raise AlreadyExistsError("message", message.id)
-        thread = self._live_thread(message.thread_id)
+        tenant_id = self._live_tenant(message.thread_id)
         envelope = self._envelope(
-            thread.tenant_id, thread.id, message_id=message.id, execution_id=message.execution_id
+            tenant_id, message.thread_id, message_id=message.id, execution_id=message.execution_id
         )
         return MessageCreated(**envelope, message=message)
 
@@ -165,7 +177,7 @@ class Commands:
         if current.deleted_at is not None:
             raise DeletedError("message", message.id)
         _same_identity("message", message.id, current, message, _MESSAGE_IDENTITY)
-        thread = self._live_thread(current.thread_id)
+        tenant_id = self._live_tenant(current.thread_id)
         changes = {
             "content": message.content,
             "parts": message.parts,
@@ -176,7 +188,7 @@ class Commands:
         if all(getattr(current, name) == value for name, value in changes.items()):
             return None
         envelope = self._envelope(
-            thread.tenant_id, thread.id, message_id=current.id, execution_id=current.execution_id
+            tenant_id, current.thread_id, message_id=current.id, execution_id=current.execution_id
         )
         updated = current.model_copy(update={**changes, "updated_at": envelope["occurred_at"]})
         return MessageUpdated(**envelope, message=updated)

@@ -83,6 +83,13 @@ class Overlay:
             return self._threads[thread_id]
         return self._views.thread(thread_id)
 
+    def thread_status(self, thread_id: str) -> tuple[str, bool] | None:
+        """The thread's (tenant id, whether deleted) as the transaction has left it so far."""
+        if thread_id in self._threads:
+            thread = self._threads[thread_id]
+            return thread.tenant_id, thread.deleted_at is not None
+        return self._views.thread_status(thread_id)
+
     def message(self, message_id: str) -> Message | None:
         """The message as the transaction has left it so far."""
         if message_id in self._messages:

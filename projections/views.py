@@ -365,6 +365,11 @@ class Views:
         entry = self._threads.get(thread_id)
         return entry.model() if entry is not None else None
 
+    def thread_status(self, thread_id: str) -> tuple[str, bool] | None:
+        """The thread's (tenant id, whether deleted), or None: what a write checks, no model."""
+        entry = self._threads.get(thread_id)
+        return (entry.tenant_id, entry.deleted) if entry is not None else None
+
     def message(self, message_id: str) -> Message | None:
         """The message, deleted or not, or None."""
         entry = self._messages.get(message_id)
