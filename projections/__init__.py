@@ -23,6 +23,7 @@ from projections.errors import (
     RebuildMismatchError,
     SnapshotError,
     SnapshotFormatError,
+    TransactionError,
 )
 from projections.fold import (
     SkippedEvent,
@@ -48,6 +49,9 @@ from projections.store import (
     JetStreamMessageStore,
     MessageStore,
 )
+from projections.transaction import (
+    Transaction,
+)
 
 __all__ = [
     "Audit",
@@ -72,6 +76,8 @@ __all__ = [
     "SnapshotInfo",
     "SnapshotPolicy",
     "TrailSummary",
+    "Transaction",
+    "TransactionError",
     "rebuild",
     "utc_now",
 ]

@@ -7,7 +7,9 @@ ConvlogError (eventlog)
 ├── RebuildMismatchError     rebuilt views differ from the live ones (sequence, live, rebuilt)
 ├── ReadOnlyError            a write on a store that shows the past (method, sequence)
 ├── SnapshotError            a snapshot not written, or unfit to restore (name, reason)
-└── SnapshotFormatError      a snapshot in a format this code does not read (found, reads)
+├── SnapshotFormatError      a snapshot in a format this code does not read (found, reads)
+└── TransactionError         writes of a transaction broke the rules; none was written
+                             (failures: each write's index and error)
 ```
 
 The rest of the tree, and the errors the read side passes on from the log (NotFoundError,
@@ -24,6 +26,7 @@ __all__ = [
     "RebuildMismatchError",
     "SnapshotError",
     "SnapshotFormatError",
+    "TransactionError",
 ]
 
 
@@ -73,3 +76,19 @@ class SnapshotFormatError(ConvlogError):
         self.found = found
         self.reads = reads
         super().__init__(f"it is in format {found}, and this code reads format {reads}")
+
+
+class TransactionError(ConvlogError):
+    """Writes of a transaction broke the rules; nothing of it was written.
+
+    ``failures`` holds (index of the write in the transaction, what it raised).
+    """
+
+    def __init__(
+        self, count: int, failures: list[tuple[int, ConvlogError]], what: list[str]
+    ) -> None:
+        self.failures = failures
+        listed = "; ".join(f"write {i} ({what[i]}): {err}" for i, err in failures)
+        super().__init__(
+            f"a transaction of {count} writes was refused and nothing of it was written: {listed}"
+        )

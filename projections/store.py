@@ -47,11 +47,12 @@ from eventlog.subjects import Subjects
 from projections._gc import paused_gc
 from projections.audit import Audit
 from projections.commands import Clock, Commands, utc_now
+from projections.errors import TransactionError
 from projections.fold import Projection
 from projections.health import Health
 from projections.queries import ViewQueries
 from projections.snapshot import SnapshotInfo, SnapshotPolicy, Snapshots
-from projections.transaction import Change, Overlay, Transaction, TransactionError
+from projections.transaction import Change, Overlay, Transaction
 from projections.worker import ProjectionWorker
 
 if TYPE_CHECKING:

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from eventlog import (
-    ConvlogError,
     Message,
     MessageCreated,
     MessageUpdated,
@@ -40,7 +39,7 @@ if TYPE_CHECKING:
     from eventlog import AnyEvent
     from projections.commands import Commands, State
 
-__all__ = ["Change", "Overlay", "Transaction", "TransactionError"]
+__all__ = ["Change", "Overlay", "Transaction"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,22 +50,6 @@ class Change:
     what: str
     """E.g. ``create_message 'msg_1'``: how errors name it."""
     decide: Callable[[Commands], AnyEvent | None]
-
-
-class TransactionError(ConvlogError):
-    """Writes of a transaction broke the rules; nothing of it was written.
-
-    ``failures`` holds (index of the write in the transaction, what it raised).
-    """
-
-    def __init__(
-        self, count: int, failures: list[tuple[int, ConvlogError]], what: list[str]
-    ) -> None:
-        self.failures = failures
-        listed = "; ".join(f"write {i} ({what[i]}): {err}" for i, err in failures)
-        super().__init__(
-            f"a transaction of {count} writes was refused and nothing of it was written: {listed}"
-        )
 
 
 class Overlay:

@@ -95,6 +95,7 @@ USER_TIER: dict[str, dict[str, set[str]]] = {
             "RebuildMismatchError",
             "SnapshotError",
             "SnapshotFormatError",
+            "TransactionError",
         },
         "fold": {"SkippedEvent"},
         "health": {"Health"},
@@ -102,6 +103,7 @@ USER_TIER: dict[str, dict[str, set[str]]] = {
         "service": {"RemoteMessageStore", "ServiceSubjects"},
         "snapshot": {"SnapshotHealth", "SnapshotInfo", "SnapshotPolicy"},
         "store": {"InMemoryMessageStore", "JetStreamMessageStore", "MessageStore"},
+        "transaction": {"Transaction"},
     },
 }
 """For each package, the names its root exports, by the module that defines them."""

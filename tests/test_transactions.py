@@ -21,16 +21,14 @@ from eventlog import (
     ValidationError,
 )
 from eventlog.log import MAX_BATCH
-from projections import InMemoryMessageStore, JetStreamMessageStore
-from projections.transaction import TransactionError
+from projections import InMemoryMessageStore, JetStreamMessageStore, TransactionError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from conftest import ServerFactory, StoreFactory
 
-    from projections import MessageStore
-    from projections.transaction import Transaction
+    from projections import MessageStore, Transaction
 
 
 def turn(thread: Thread, number: int) -> list[Message]:
