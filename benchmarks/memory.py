@@ -2,21 +2,26 @@
 
 Each side folds the same records (:mod:`benchmarks.workload`, ~200 bytes of text a message)
 in a fresh Python process, so the growth of its resident set is the views and nothing else:
-RSS is read from ``/proc/self/statm`` after a full collection, before and after the fold.
+RSS is read from ``/proc/self/statm`` after a full collection, before and after the fold,
+and again after every message was read once (our views then keep the models read last, at
+most :data:`~projections.views.CACHED_MODELS`). What that bound costs is a read of a model
+no longer cached, measured beside the same read warm in another fresh process.
 """
 
 from __future__ import annotations
 
 import gc
 import os
+import statistics
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from benchmarks import workload
-from benchmarks.harness import Result, in_subprocess
+from benchmarks.harness import Result, in_subprocess, now
 from projections._gc import paused_gc
 from projections.fold import Projection
+from projections.views import CACHED_MODELS
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -52,7 +57,7 @@ def measure(how: str, count: int) -> tuple[float, float]:
     """Resident bytes per message after folding ``count`` the ``how`` way, and after reading.
 
     The second figure is after every message was read once by id: a store that keeps
-    what a read made (as our views keep a message's model) grows with use.
+    what a read made grows with use, ours up to its bound of models kept.
     """
     _FOLDS[how](100)  # imports, codec and validators: allocated before the first reading
     before = _rss()
@@ -61,6 +66,32 @@ def measure(how: str, count: int) -> tuple[float, float]:
     for index in range(count):
         read(workload.message_id(index))
     return (folded - before) / count, (_rss() - before) / count
+
+
+READ_THREADS = 200
+"""Threads whose first and second reads are timed: 10,000 messages, all kept warm."""
+
+
+def read_costs(threads: int) -> tuple[float, float]:
+    """µs a message of ``list_messages`` on a 50-message thread: cold, then warm.
+
+    Cold is each thread's first read, which makes every model (as a read of a model the
+    cache dropped does); warm is the second, which finds them cached. Medians over threads.
+    """
+    projection = Projection()
+    workload.fill(projection, threads * workload.PER_THREAD)
+    views = projection.views
+
+    def per_message() -> float:
+        times = []
+        for index in range(threads):
+            thread_id = workload.thread_id(index)
+            start = now()
+            views.list_messages(thread_id, include_deleted=False)
+            times.append(now() - start)
+        return statistics.median(times) / workload.PER_THREAD * 1e6
+
+    return per_message(), per_message()
 
 
 async def bytes_per_message(count: int) -> dict[str, list[float]]:
@@ -78,10 +109,15 @@ async def bytes_per_message(count: int) -> dict[str, list[float]]:
 
 
 async def memory_cases(count: int) -> list[Result]:
-    """Bytes per message beyond its text, folded then all read: ours and plain dicts."""
+    """Bytes per message beyond its text, folded then all read: ours and plain dicts.
+
+    And what a cold read costs beside a warm one: the price of keeping models bounded.
+    """
     runs = await bytes_per_message(count)
-    text = workload.TEXT_BYTES
-    return [
+    reads = await in_subprocess("benchmarks.memory", "reads", str(READ_THREADS))
+    cold, warm = map(float, reads.split())
+    text, per_thread = workload.TEXT_BYTES, workload.PER_THREAD
+    memory = [
         Result(
             case=f"memory per message, {when} ({count:,} msgs)",
             unit="B",
@@ -95,9 +131,28 @@ async def memory_cases(count: int) -> list[Result]:
                 f"once; threads (1 per {workload.PER_THREAD}) and indexes included"
             ),
         )
-        for index, when in enumerate(("as folded", "every message read once"))
+        for index, when in enumerate(
+            ("as folded", f"every message read once, <= {CACHED_MODELS:,} models kept")
+        )
+    ]
+    return [
+        *memory,
+        Result(
+            case=f"list_messages of a {per_thread}-message thread, cold vs warm, per message",
+            unit="µs",
+            ours=cold,
+            baseline=warm,
+            target="none: warm is the floor",
+            higher_is_better=False,
+            note=(
+                f"baseline: the same read warm; median of {READ_THREADS} threads read first "
+                f"(every model made) then again (every model cached): a cold thread takes "
+                f"{cold * per_thread:,.0f} µs, a warm one {warm * per_thread:,.0f} µs"
+            ),
+        ),
     ]
 
 
-if __name__ == "__main__":  # python -m benchmarks.memory ours|dicts COUNT
-    print(*measure(sys.argv[1], int(sys.argv[2])))
+if __name__ == "__main__":  # python -m benchmarks.memory ours|dicts COUNT, or reads THREADS
+    how, number = sys.argv[1], int(sys.argv[2])
+    print(*(read_costs(number) if how == "reads" else measure(how, number)))
