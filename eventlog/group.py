@@ -129,10 +129,11 @@ class Coalescer(Generic[T, R]):
                 queue.appendleft(pending)
                 break
             keys = self._keys(pending.item)
-            if not taken.isdisjoint(keys):
+            clear = taken.isdisjoint(keys)
+            taken.update(keys)  # a skipped item's keys too: nothing after it may overtake it
+            if not clear:
                 skipped.append(pending)
                 continue
-            taken.update(keys)
             batch.append(pending)
             total += size
         queue.extendleft(reversed(skipped))

@@ -168,6 +168,10 @@ class Commands:
         With ``expected_version`` the update applies only to that version of the message
         (the sequence of its last change), else :class:`ConflictError`.
         """
+        if expected_version is not None and expected_version < 1:
+            raise ValidationError(
+                f"expected_version is a stream sequence, 1 or more, not {expected_version}"
+            )
         current = self._views.message(message.id)
         if current is None:
             raise NotFoundError("message", message.id)

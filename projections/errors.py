@@ -79,16 +79,29 @@ class SnapshotFormatError(ConvlogError):
 
 
 class TransactionError(ConvlogError):
-    """Writes of a transaction broke the rules; nothing of it was written.
+    """Writes of a transaction were refused (``failures``: each one's index and error).
 
-    ``failures`` holds (index of the write in the transaction, what it raised).
+    Refused before anything was sent (``written`` False), nothing of the transaction is
+    stored. ``written`` True: it was stored, but the fold skipped the writes named, which
+    lost a race for their new ids to another process (only where ids are not claimed,
+    see the README); the others stand.
     """
 
     def __init__(
-        self, count: int, failures: list[tuple[int, ConvlogError]], what: list[str]
+        self,
+        count: int,
+        failures: list[tuple[int, ConvlogError]],
+        what: list[str],
+        *,
+        written: bool = False,
     ) -> None:
         self.failures = failures
+        self.written = written
         listed = "; ".join(f"write {i} ({what[i]}): {err}" for i, err in failures)
-        super().__init__(
-            f"a transaction of {count} writes was refused and nothing of it was written: {listed}"
+        outcome = (
+            "was stored, but the fold skipped the writes below, which lost a race for their "
+            "ids; the others stand"
+            if written
+            else "was refused and nothing of it was written"
         )
+        super().__init__(f"a transaction of {count} writes {outcome}: {listed}")

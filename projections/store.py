@@ -15,6 +15,7 @@ import itertools
 import logging
 import random
 import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, runtime_checkable
 
 import msgspec
@@ -47,7 +48,7 @@ from eventlog.subjects import Subjects
 from projections._gc import paused_gc
 from projections.audit import Audit
 from projections.commands import Clock, Commands, utc_now
-from projections.errors import TransactionError
+from projections.errors import EventRejectedError, TransactionError
 from projections.fold import Projection
 from projections.health import Health
 from projections.queries import ViewQueries
@@ -217,6 +218,23 @@ class _Held:
         self._taken = 0
 
 
+@dataclass(slots=True)
+class _Batch:
+    """Decided events ready to append: each with its write's index, bytes and expectation."""
+
+    indexes: list[int] = field(default_factory=list)
+    events: list[AnyEvent] = field(default_factory=list)
+    payloads: list[bytes] = field(default_factory=list)
+    expected: list[int | None] = field(default_factory=list)
+
+    def add(self, index: int, event: AnyEvent, payload: bytes, expected: int | None) -> None:
+        """Take one more event: of write ``index``, stored as ``payload``."""
+        self.indexes.append(index)
+        self.events.append(event)
+        self.payloads.append(payload)
+        self.expected.append(expected)
+
+
 class _ProjectedStore(ViewQueries):
     """The MessageStore methods, over views kept by a projection; subclasses commit events."""
 
@@ -279,18 +297,17 @@ class _ProjectedStore(ViewQueries):
         async with self._locks.hold(*thread_ids):
             caught_up = False
             for attempt in range(1, _MAX_ATTEMPTS + 1):
-                events, failures = await self._decided(changes)
+                batch, failures = await self._decided(changes)
                 if failures:
                     if caught_up or not any(isinstance(e, NotFoundError) for _, e in failures):
                         raise TransactionError(len(changes), failures, [c.what for c in changes])
                     caught_up = True
-                    for thread_id in thread_ids:
-                        await self._catch_up(None, thread_id)
+                    await self._catch_up_all(None, thread_ids)
                     continue
-                if not events:
+                if not batch.events:
                     return []
                 sequences = await self._committed(
-                    events, thread_ids, last_try=attempt == _MAX_ATTEMPTS
+                    batch, changes, thread_ids, last_try=attempt == _MAX_ATTEMPTS
                 )
                 if sequences is not None:
                     return sequences
@@ -300,37 +317,57 @@ class _ProjectedStore(ViewQueries):
                 f"gave up on a write to threads {thread_ids!r} after {_MAX_ATTEMPTS} tries"
             )
 
+    async def _catch_up_all(
+        self, conflict: ConflictError | None, thread_ids: Sequence[str]
+    ) -> None:
+        for thread_id in thread_ids:
+            await self._catch_up(conflict, thread_id)
+
     async def _decided(
         self, changes: Sequence[Change]
-    ) -> tuple[list[AnyEvent], list[tuple[int, ConvlogError]]]:
-        """The events to append, or the writes (by index) that may not be, and why."""
+    ) -> tuple[_Batch, list[tuple[int, ConvlogError]]]:
+        """The events to append, or the writes (by index) that may not be, and why.
+
+        Everything that can refuse a write happens here, before the first byte is sent:
+        the rules, the encoding (payload limit, text UTF-8 cannot store), then the store's
+        refusals (a tenant's confinement, ids claimed elsewhere).
+        """
         decided, failures = self._decide(changes)
         if failures:
-            return [], failures
-        events = [event for _, event in decided]
-        refused = await self._refusals(events)
-        return events, [(decided[index][0], err) for index, err in refused]
+            return _Batch(), failures
+        batch, failures = self._chain(decided)
+        if failures:
+            return batch, failures
+        refused = await self._refusals(batch.events)
+        return batch, [(batch.indexes[index], err) for index, err in refused]
 
     async def _committed(
-        self, events: list[AnyEvent], thread_ids: Sequence[str], *, last_try: bool
+        self, batch: _Batch, changes: Sequence[Change], thread_ids: Sequence[str], *, last_try: bool
     ) -> list[int] | None:
-        """The sequences ``events`` were stored and folded at; None if they lost a race."""
-        chained, payloads, expected = self._chain(events)
+        """The sequences ``batch`` was stored and folded at; None if it lost a race."""
         try:
-            sequences = await self._commit(chained, payloads, expected)
+            sequences = await self._commit(batch.events, batch.payloads, batch.expected)
         except ConflictError as conflict:
             if last_try:
                 raise
             self.conflicts += 1
-            for thread_id in thread_ids:
-                await self._catch_up(conflict, thread_id)
+            await self._catch_up_all(conflict, thread_ids)
             return None
-        rejections = [r for s in sequences if (r := self._projection.rejection(s)) is not None]
-        for rejection in rejections:
-            logger.info(
-                "write at sequence %d lost a race: %s", rejection.sequence, rejection.reason
-            )
-        return None if rejections else sequences
+        rejected = [
+            (batch.indexes[i], rejection)
+            for i, sequence in enumerate(sequences)
+            if (rejection := self._projection.rejection(sequence)) is not None
+        ]
+        if not rejected:
+            return sequences
+        for _, rejection in rejected:
+            logger.info("write at %d lost a race: %s", rejection.sequence, rejection.reason)
+        if len(sequences) == 1:
+            return None  # decided again: the right error, or success
+        failures: list[tuple[int, ConvlogError]] = [
+            (i, EventRejectedError(r.reason)) for i, r in rejected
+        ]
+        raise TransactionError(len(changes), failures, [c.what for c in changes], written=True)
 
     def _decide(
         self, changes: Sequence[Change]
@@ -358,35 +395,37 @@ class _ProjectedStore(ViewQueries):
         return events, failures
 
     def _chain(
-        self, events: Sequence[AnyEvent]
-    ) -> tuple[list[AnyEvent], list[bytes], list[int | None]]:
-        """The events linked into their threads' hash chains, their bytes and expectations.
+        self, decided: Sequence[tuple[int, AnyEvent]]
+    ) -> tuple[_Batch, list[tuple[int, ConvlogError]]]:
+        """The events linked into their threads' hash chains, encoded, with expectations.
 
         Each event's ``prev_hash`` is the digest of its thread's previous event: the head
         in the views, or the event before it here. Only a thread's first event here
-        carries an expectation (the server checks no other).
+        carries an expectation (the server checks no other). An event that cannot be
+        encoded is a failure of its write.
         """
-        chained: list[AnyEvent] = []
-        payloads: list[bytes] = []
-        expected: list[int | None] = []
+        batch = _Batch()
+        failures: list[tuple[int, ConvlogError]] = []
         previous: dict[str, bytes] = {}
-        for event in events:
+        for index, event in decided:
             subject = self._subjects.thread(event.tenant_id, event.thread_id)
             if subject in previous:
                 before: bytes | None = previous[subject]
-                expected.append(None)
+                expect = None
             else:
                 head = self.views.head(subject)
-                before = head.payload if head else None
-                expected.append(head.sequence if head else 0)
+                before, expect = (head.payload, head.sequence) if head else (None, 0)
             linked = msgspec.structs.replace(
                 event, prev_hash=event_digest(before) if before is not None else None
             )
-            payload = self._encode(linked)
+            try:
+                payload = self._encode(linked)
+            except ConvlogError as err:
+                failures.append((index, err))
+                continue
             previous[subject] = payload
-            chained.append(linked)
-            payloads.append(payload)
-        return chained, payloads, expected
+            batch.add(index, linked, payload, expect)
+        return batch, failures
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
@@ -776,6 +815,12 @@ class JetStreamMessageStore(_ProjectedStore):
         """
         for change in changes:
             self.check_holds(change.thread_id)
+        if len(changes) > 1 and not self.log.supports_atomic:
+            raise ConvlogError(
+                f"stream {self.log.stream.name!r} does not take atomic batches, so it cannot "
+                "store a transaction (needs nats-server 2.12 or newer and allow_atomic); "
+                "nothing was written"
+            )
         deadline = 2 * self.log.write_timeout
         try:
             async with asyncio.timeout(deadline):

@@ -80,9 +80,13 @@ class Overlay:
         return self._views.message(message_id)
 
     def message_version(self, message_id: str) -> int | None:
-        """0 for a message this transaction changed: no stored version is that."""
+        """-1 for a message this transaction changed: no version a caller can expect.
+
+        Its next version is unknown until the transaction is stored, so an update that
+        expects any version of it is a conflict.
+        """
         if message_id in self._messages:
-            return 0
+            return -1
         return self._views.message_version(message_id)
 
     def record(self, event: AnyEvent) -> None:

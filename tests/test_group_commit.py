@@ -16,7 +16,7 @@ from eventlog import (
     Thread,
     UnavailableError,
 )
-from eventlog.group import GroupCommit
+from eventlog.group import Coalescer, GroupCommit, Pending
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -135,3 +135,19 @@ async def test_appends_while_the_server_is_away_raise_unavailable(
         assert all(isinstance(result, UnavailableError) for result in results), results
     finally:
         await log.close()
+
+
+async def test_an_item_that_must_wait_is_not_overtaken_on_a_key_it_holds() -> None:
+    """B waits for X (A holds it); C, on B's other key Y, must not go before B."""
+    batches: list[list[str]] = []
+
+    async def commit(batch: list[Pending[tuple[str, set[str]], None]]) -> None:
+        batches.append([pending.item[0] for pending in batch])
+        await asyncio.sleep(0)  # the next submissions queue meanwhile
+        for pending in batch:
+            pending.settle(None)
+
+    coalescer: Coalescer[tuple[str, set[str]], None] = Coalescer(commit, keys=lambda item: item[1])
+    items = [("Z", {"Z"}), ("A", {"X"}), ("B", {"X", "Y"}), ("C", {"Y"})]
+    await asyncio.gather(*(coalescer.submit(item) for item in items))
+    assert batches == [["Z"], ["A"], ["B"], ["C"]]

@@ -10,18 +10,28 @@ from helpers import report, until_acknowledged
 
 from eventlog import (
     AlreadyExistsError,
+    ConflictError,
     ConnectOptions,
+    ConvlogError,
     DeletedError,
+    EventLog,
     ExecutionId,
     Message,
     MessageCreated,
     NotFoundError,
+    PayloadTooLargeError,
+    StreamSettings,
     Thread,
     UnavailableError,
     ValidationError,
 )
 from eventlog.log import MAX_BATCH
-from projections import InMemoryMessageStore, JetStreamMessageStore, TransactionError
+from projections import (
+    EventRejectedError,
+    InMemoryMessageStore,
+    JetStreamMessageStore,
+    TransactionError,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -281,3 +291,105 @@ async def _created_ids(store: JetStreamMessageStore, *, counted: bool = False) -
     if counted:
         assert len(created) == len(set(created)), "a message was created twice"
     return set(created)
+
+
+async def test_a_version_changed_earlier_in_the_transaction_is_a_conflict(
+    store: MessageStore,
+) -> None:
+    """A message updated in the transaction has no version anyone can expect; none below 1."""
+    thread = Thread.new("acme", "alice")
+    await store.create_thread(thread)
+    message = Message.user(thread.id, "v1")
+    await store.create_message(message)
+    version = store.message_version(message.id)  # type: ignore[attr-defined]
+    edits = [message.model_copy(update={"content": f"v{n}"}) for n in (2, 3)]
+
+    def writes(tx: Transaction) -> None:
+        tx.update_message(edits[0], expected_version=version)
+        tx.update_message(edits[1], expected_version=version)
+
+    with pytest.raises(TransactionError) as refused:
+        await in_transaction(store, writes)
+    assert [(i, type(e)) for i, e in refused.value.failures] == [(1, ConflictError)]
+    with pytest.raises(ValidationError, match="1 or more"):
+        await store.update_message(edits[0], expected_version=0)  # type: ignore[call-arg]
+    assert (await store.get_message(message.id)).content == "v1"  # type: ignore[union-attr]
+
+
+async def test_an_event_too_large_fails_its_write_before_any_claim(
+    connect_store: StoreFactory,
+) -> None:
+    """Refused by its size, named by its place; its id is not claimed, so another may take it."""
+    store = await connect_store()
+    one, two = Thread.new("acme", "alice"), Thread.new("acme", "bob")
+    await store.create_thread(one)
+    await store.create_thread(two)
+    small = Message.user(one.id, "fits")
+    huge = Message.user(one.id, "x" * (store.log.payload_limit + 1))
+    with pytest.raises(TransactionError) as refused:
+        await write_turn(store, [small, huge])
+    assert [(i, type(e)) for i, e in refused.value.failures] == [(1, PayloadTooLargeError)]
+    assert not refused.value.written
+    assert await store.count_messages(one.id) == 0
+    await store.create_message(small.model_copy(update={"thread_id": two.id}))  # not claimed
+    assert await store.count_messages(two.id) == 1
+
+
+async def test_a_stream_without_atomic_batches_refuses_a_transaction_first(
+    connect_store: StoreFactory,
+) -> None:
+    """Said before any id is claimed or any byte sent; single writes still go."""
+    store = await connect_store()
+    thread = Thread.new("acme", "alice")
+    await store.create_thread(thread)
+    store.log.supports_atomic = False  # what connect finds on a server older than 2.12
+    message = Message.user(thread.id, "alone")
+    with pytest.raises(ConvlogError, match="does not take atomic batches"):
+        await write_turn(store, [message, Message.user(thread.id, "together")])
+    other = Thread.new("acme", "bob")
+    await store.create_thread(other)
+    await store.create_message(message.model_copy(update={"thread_id": other.id}))
+    assert await store.count_messages(thread.id) == 0
+
+
+async def test_a_write_that_lost_its_id_in_a_stored_transaction_is_named(
+    nats_url: str, stream_settings: StreamSettings
+) -> None:
+    """Without id claims (a stream of one partition): stored, the loser skipped, said so.
+
+    Store B's follower is held while A creates the id, so B decides without knowing it; B's
+    transaction is stored after A's create and every fold skips B's create of that id.
+    """
+    settings = StreamSettings(
+        name=stream_settings.name, subject_prefix=stream_settings.subject_prefix, partitions=1
+    )
+    a = await JetStreamMessageStore.open(await EventLog.connect(nats_url, stream=settings))
+    b = await JetStreamMessageStore.open(await EventLog.connect(nats_url, stream=settings))
+    try:
+        one, two = Thread.new("acme", "alice"), Thread.new("acme", "bob")
+        await a.create_thread(one)
+        await a.create_thread(two)
+        await b.wait_for(a.sequence)
+        await b._worker._follower.stop()  # type: ignore[union-attr] # B falls behind
+        taken = Message.user(one.id, "first")
+        await a.create_message(taken)
+        other = Message.user(two.id, "stands")
+
+        async def release_b_once_stored() -> None:
+            await a.wait_for(a.sequence + 2)  # B's two, after A's: A's views see them
+            await b._worker._restart_follower()
+
+        releasing = asyncio.create_task(release_b_once_stored())
+        with pytest.raises(TransactionError) as refused:
+            await write_turn(b, [other, taken.model_copy(update={"thread_id": two.id})])
+        await releasing
+        assert refused.value.written
+        assert [(i, type(e)) for i, e in refused.value.failures] == [(1, EventRejectedError)]
+        assert "the others stand" in str(refused.value)
+        assert await b.get_message(other.id) == other
+        assert (await b.get_message(taken.id)).thread_id == one.id  # type: ignore[union-attr]
+    finally:
+        await a.close()
+        await b.close()
+        await a.log.close()
+        await b.log.close()
