@@ -47,10 +47,16 @@ class Scale:
 
 async def _write(scale: Scale) -> list[Result]:
     results = []
-    for label, sync_always in (("fsync always", True), ("fsync default", False)):
+    for label, sync_always, partitions in (
+        ("fsync always", True, None),
+        ("fsync default", False, None),
+        ("fsync always, 1 partition: no id claim", True, 1),
+    ):
         async with EmbeddedNats(sync_always=sync_always) as url:
             results.append(
-                await sequential_write(url, label=label, count=scale.count, runs=scale.runs)
+                await sequential_write(
+                    url, label=label, count=scale.count, runs=scale.runs, partitions=partitions
+                )
             )
     return results
 

@@ -10,7 +10,7 @@ from nats.js.api import StreamConfig
 from uuid_utils import uuid7
 
 from benchmarks.harness import Result, Sample, now, percentile, repeat
-from eventlog import Message, Thread, UnavailableError
+from eventlog import EventLog, Message, StreamSettings, Thread, UnavailableError
 from projections import JetStreamMessageStore
 
 if TYPE_CHECKING:
@@ -46,11 +46,16 @@ async def raw_stream(
     return nc, js, f"raw{token}"
 
 
-async def fresh_store(url: Servers, *, replicas: int | None = None) -> JetStreamMessageStore:
-    """Our store, on a stream of its own."""
+async def fresh_store(
+    url: Servers, *, replicas: int | None = None, partitions: int | None = None
+) -> JetStreamMessageStore:
+    """Our store, on a stream of its own (64 partitions unless ``partitions`` says)."""
     token = uuid7().hex[-10:]
-    return await JetStreamMessageStore.connect(
-        url, stream=f"B{token}", subject_prefix=f"b{token}", replicas=replicas
+    settings = StreamSettings(
+        name=f"B{token}", subject_prefix=f"b{token}", replicas=replicas, partitions=partitions
+    )
+    return await JetStreamMessageStore.open(
+        await EventLog.connect(url, stream=settings), owns_log=True
     )
 
 
@@ -83,9 +88,11 @@ async def _raw_publish_latencies(url: Servers, count: int, replicas: int) -> lis
     return latencies
 
 
-async def _store_write_latencies(url: Servers, count: int, replicas: int) -> list[float]:
+async def _store_write_latencies(
+    url: Servers, count: int, replicas: int, partitions: int | None
+) -> list[float]:
     """Latencies of awaited ``create_message``, read-your-writes included."""
-    store = await fresh_store(url, replicas=replicas)
+    store = await fresh_store(url, replicas=replicas, partitions=partitions)
     threads = [Thread.new("bench", "user") for _ in range(50)]
     for thread in threads:
         await store.create_thread(thread)
@@ -100,16 +107,24 @@ async def _store_write_latencies(url: Servers, count: int, replicas: int) -> lis
     return latencies
 
 
-async def write_p50s(url: Servers, count: int, *, replicas: int = 1) -> Sample:
+async def write_p50s(
+    url: Servers, count: int, *, replicas: int = 1, partitions: int | None = None
+) -> Sample:
     """One repetition of case 1: p50 µs of ``create_message`` and of ``js.publish``."""
     baseline = percentile(await _raw_publish_latencies(url, count, replicas), 0.5)
-    ours = percentile(await _store_write_latencies(url, count, replicas), 0.5)
+    ours = percentile(await _store_write_latencies(url, count, replicas, partitions), 0.5)
     return ours * 1e6, baseline * 1e6
 
 
-async def sequential_write(url: str, *, label: str, count: int, runs: int) -> Result:
-    """Case 1: one awaited write at a time; p50 latency against awaited js.publish."""
-    ours, baseline = await repeat(runs, lambda: write_p50s(url, count))
+async def sequential_write(
+    url: str, *, label: str, count: int, runs: int, partitions: int | None = None
+) -> Result:
+    """Case 1: one awaited write at a time; p50 latency against awaited js.publish.
+
+    On a partitioned stream (the default) a create claims its message id first, a second
+    durable write; ``partitions=1`` shows the write without it.
+    """
+    ours, baseline = await repeat(runs, lambda: write_p50s(url, count, partitions=partitions))
     return Result(
         case=f"sequential write p50 ({label})",
         unit="µs",
