@@ -114,8 +114,9 @@ def _public_modules(package_name: str) -> list[str]:
     return [
         info.name
         for info in pkgutil.iter_modules(package.__path__)
-        # the CLI is a front end and testing needs pytest: neither is re-exported at the root
-        if not info.name.startswith("_") and info.name not in {"cli", "testing"}
+        # the CLI is a front end, testing needs pytest and the framework backends their
+        # frameworks (optional extras): none is re-exported at the root
+        if not info.name.startswith("_") and info.name not in {"cli", "testing", "frameworks"}
     ]
 
 
