@@ -83,6 +83,11 @@ class Coalescer(Generic[T, R]):
         self._draining = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and no batch in flight."""
+        return not self._queue and self._draining == 0
+
     async def submit(self, item: T) -> R:
         """Commit ``item`` with whatever comes meanwhile; what its commit settled it with."""
         pending: Pending[T, R] = Pending(item, asyncio.get_running_loop().create_future())
@@ -184,6 +189,11 @@ class GroupCommit:
         )
         self.batches = 0
         """Batches of more than one unit committed (a measure of how much was grouped)."""
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and no batch in flight: it has not wedged."""
+        return self._units.idle
 
     async def append(self, event: Event, *, expected: int | None, payload: bytes) -> int:
         """Append ``event`` (its bytes ``payload``) in the next batch; return its sequence.

@@ -488,16 +488,6 @@ async def test_leader_killed_during_concurrent_writes_loses_no_acknowledged_even
             if len(traffic.acks) >= 150:
                 start_killing.set()
 
-    async def events_of(store: JetStreamMessageStore, count: int) -> None:
-        for _ in range(count):
-            event = thread_created()
-            events[event.event_id] = await traffic.write(
-                lambda event=event: store.log.append(event),
-                store.log.connection,
-                bound=WRITE_TIMEOUT,
-                kind="append",
-            )
-
     async def killer() -> str:
         await start_killing.wait()
         leading = await cluster.stream_leader(stream[0])
@@ -509,7 +499,18 @@ async def test_leader_killed_during_concurrent_writes_loses_no_acknowledged_even
         killing = asyncio.create_task(killer())
         await asyncio.gather(
             *(messages_of(store, 80) for store in stores for _ in range(3)),
-            *(events_of(store, 50) for store in stores for _ in range(2)),
+            *(
+                events_of(
+                    store,
+                    50,
+                    traffic=traffic,
+                    events=events,
+                    start_killing=start_killing,
+                    killed_at=killed_at,
+                )
+                for store in stores
+                for _ in range(2)
+            ),
         )
         killed = await killing
         downtime = traffic.downtime(killed_at[0])
@@ -546,11 +547,39 @@ async def test_leader_killed_during_concurrent_writes_loses_no_acknowledged_even
             await store.close()
 
 
+async def events_of(
+    store: JetStreamMessageStore,
+    count: int,
+    *,
+    traffic: Traffic,
+    events: dict[str, int],
+    start_killing: asyncio.Event,
+    killed_at: list[float],
+) -> None:
+    """At least ``count`` bare appends, and on until five were acknowledged after the kill.
+
+    Each is repeated until acknowledged, with the same event (so the same id); ``events``
+    gets the sequence each ack gave.
+    """
+    done = after_kill = 0
+    while done < count or not killed_at or after_kill < 5:
+        done += 1
+        after_kill += bool(killed_at)
+        event = thread_created()
+        events[event.event_id] = await traffic.write(
+            lambda event=event: store.log.append(event),
+            store.log.connection,
+            bound=WRITE_TIMEOUT,
+            kind="append",
+        )
+        if len(traffic.acks) >= 150:
+            start_killing.set()
+
+
 def assert_group_commit_idle(stores: list[JetStreamMessageStore]) -> None:
     """Group commit is not wedged: once its writers are done, nothing queued or in flight."""
     for store in stores:
-        assert not store.group._queue
-        assert store.group._draining == 0
+        assert store.group.idle
 
 
 async def writing(store: JetStreamMessageStore, traffic: Traffic, stop: asyncio.Event) -> int:
