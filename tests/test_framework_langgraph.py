@@ -12,7 +12,7 @@ from langchain_core.language_models.fake_chat_models import FakeMessagesListChat
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langchain_core.tools import tool
 from langgraph.checkpoint.conformance import checkpointer_test, validate
-from langgraph.checkpoint.conformance.capabilities import BASE_CAPABILITIES, Capability
+from langgraph.checkpoint.conformance.capabilities import Capability
 from langgraph.checkpoint.conformance.test_utils import generate_checkpoint
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
@@ -41,7 +41,7 @@ def body(message: Any, language: str) -> dict[str, Any] | None:
 
 @pytest.mark.parametrize("capability", [c.value for c in Capability])
 async def test_conformance(connect_store, capability: str) -> None:
-    """Each capability of langgraph-checkpoint-conformance passes on convlog; base ones must."""
+    """Each capability of langgraph-checkpoint-conformance, base and optional, passes."""
     store = await connect_store()
 
     @checkpointer_test(name="ConvlogSaver")
@@ -49,14 +49,12 @@ async def test_conformance(connect_store, capability: str) -> None:
         yield ConvlogSaver(store, tenant_id="acme", user_id="conformance")
 
     report = await validate(convlog_saver, capabilities={capability})
-    report.print_report()
     result = report.results[capability]
-    print(json.dumps(report.to_dict()["results"][capability]))  # noqa: T201 - the record
+    # The record: one line per capability in the test output (pytest -s, or on failure).
+    print(f"conformance {capability}:", json.dumps(report.to_dict()["results"][capability]))  # noqa: T201
     assert result.detected, f"{capability} is not implemented"
     assert result.passed, result.failures
     assert result.tests_passed > 0
-    if Capability(capability) in BASE_CAPABILITIES:
-        assert result.tests_failed == 0
 
 
 # --- a real graph: a tool node, an interrupt, a resume -------------------------------------
