@@ -19,7 +19,14 @@ from langgraph.graph.message import add_messages
 from langgraph.prebuilt import ToolNode, tools_condition
 from langgraph.types import Command, interrupt
 
-from eventlog import CodePart, MessageRole, PermissionDeniedError, ToolCallPart, ToolResultPart
+from eventlog import (
+    CodePart,
+    MessageRole,
+    PermissionDeniedError,
+    ToolCallPart,
+    ToolResultPart,
+    ValidationError,
+)
 from projections import JetStreamMessageStore
 from projections.frameworks.langgraph import CHECKPOINT_LANGUAGE, WRITE_LANGUAGE, ConvlogSaver
 
@@ -249,7 +256,7 @@ async def test_a_tenants_store_refuses_a_saver_of_another_tenant(
         tenant_id="acme",
     )
     try:
-        with pytest.raises(Exception, match="sees tenant 'acme' only"):
+        with pytest.raises(ValidationError, match="sees tenant 'acme' only"):
             ConvlogSaver(store, tenant_id="globex", user_id="bob")
         saver = ConvlogSaver(store, tenant_id="acme", user_id="bob")
         saver.tenant_id = "globex"  # forced past the check: the store still refuses
