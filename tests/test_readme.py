@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,15 @@ def test_readme_has_runnable_examples() -> None:
 
 
 @pytest.mark.parametrize("source", EXAMPLES, ids=[f"example-{i}" for i in range(len(EXAMPLES))])
-def test_readme_example_runs(source: str, capsys: pytest.CaptureFixture[str]) -> None:
-    """Each ```python block of the README runs to the end and prints what it promises."""
-    exec(compile(source, str(README), "exec"), {"__name__": "readme"})  # noqa: S102
+def test_readme_example_runs(
+    source: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each ```python block of the README runs to the end and prints what it promises.
+
+    It runs as a module of its own, registered as modules are: frameworks that read the
+    annotations of a class it defines (LangGraph's state) look its module up by name.
+    """
+    module = types.ModuleType("readme_example")
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    exec(compile(source, str(README), "exec"), module.__dict__)  # noqa: S102
     assert capsys.readouterr().out.strip()
