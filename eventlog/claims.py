@@ -12,9 +12,8 @@ it, no other may.
 Claims made at once are gathered (:class:`~eventlog.group.Coalescer`). Many go as one
 atomic batch on the bucket's stream: one fsync for all, as group commit does for events. A
 batch with a claim already taken is refused whole; its claims are then made one by one. A
-few go one by one at once: nats-server stages an R1 atomic batch on disk before it commits
-it, which costs about ten single fsyncs (measured on 2.15.1), so a small batch would wait
-longer than its claims made side by side.
+few go side by side, each on its own, as a few appends do (see
+:data:`~eventlog.group.ATOMIC_FROM`).
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ import nats.js.errors
 from nats.js import api
 
 from eventlog.errors import ConvlogError, UnavailableError
-from eventlog.group import Coalescer, Pending
+from eventlog.group import ATOMIC_FROM, Coalescer, Pending
 from eventlog.subjects import encode_token
 
 if TYPE_CHECKING:
@@ -41,8 +40,6 @@ __all__ = ["IdClaims"]
 _HISTORY: Final = 1
 _PAUSE: Final = 0.1
 """Seconds between tries of a claim that nothing answered (a new replicated bucket electing)."""
-_ATOMIC_FROM: Final = 16
-"""Claims at once from which one atomic batch beats as many single creates side by side."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +82,7 @@ class IdClaims:
                 await asyncio.sleep(_PAUSE)
 
     async def _commit(self, batch: list[Pending[_Claim, str | None]]) -> None:
-        if len(batch) >= _ATOMIC_FROM and self._atomic:
+        if len(batch) >= ATOMIC_FROM and self._atomic:
             messages: list[tuple[str, bytes, dict[str, str]]] = [
                 (
                     f"$KV.{self.bucket}.{pending.item.key}",

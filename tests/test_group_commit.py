@@ -16,7 +16,7 @@ from eventlog import (
     Thread,
     UnavailableError,
 )
-from eventlog.group import Coalescer, GroupCommit, Pending
+from eventlog.group import ATOMIC_FROM, Coalescer, GroupCommit, Pending
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -52,10 +52,10 @@ async def test_concurrent_appends_share_one_batch_in_order(event_log: EventLog) 
 async def test_a_conflict_in_a_batch_fails_only_its_own_append(event_log: EventLog) -> None:
     taken = await event_log.append(thread_created(thread_id="thread_taken"))
     group = GroupCommit(event_log)
-    events = [thread_created(thread_id=f"thread_{i}") for i in range(9)]
+    events = [thread_created(thread_id=f"thread_{i}") for i in range(ATOMIC_FROM + 3)]
     stale = message_created("too late", thread_id="thread_taken")
     events.insert(4, stale)
-    expected: list[int | None] = [0] * 10
+    expected: list[int | None] = [0] * len(events)
     results = await _append_together(group, event_log, events, expected)  # stale expects 0
     conflict = results.pop(4)
     assert isinstance(conflict, ConflictError)
@@ -63,16 +63,17 @@ async def test_a_conflict_in_a_batch_fails_only_its_own_append(event_log: EventL
     assert all(isinstance(result, int) for result in results)
     stored = [event_log.codec.decode(r.data) for r in await collect(event_log.read())]
     assert stale not in stored
-    assert len(stored) == 1 + 9
+    assert len(stored) == 1 + ATOMIC_FROM + 3
 
 
 async def test_a_retried_event_in_a_batch_is_stored_once(event_log: EventLog) -> None:
     first = thread_created(thread_id="thread_first")
     original = await event_log.append(first)
     group = GroupCommit(event_log)
-    events = [thread_created(thread_id=f"thread_{i}") for i in range(5)]
+    events = [thread_created(thread_id=f"thread_{i}") for i in range(ATOMIC_FROM + 1)]
     # The first append goes alone; the retry is in the batch the others form after it.
-    results = await _append_together(group, event_log, [events[0], first, *events[1:]], [None] * 6)
+    together = [events[0], first, *events[1:]]
+    results = await _append_together(group, event_log, together, [None] * len(together))
     assert results[1] == original
     assert all(isinstance(result, int) for result in results)
     records = await collect(event_log.read())
@@ -112,13 +113,28 @@ async def test_a_failing_batch_settles_its_writers_and_the_next_goes_on(
             raise RuntimeError("bug in the fold")
 
     group = GroupCommit(event_log, on_stored=on_stored)
-    first = [thread_created(thread_id=f"thread_{i}") for i in range(3)]
-    results = await _append_together(group, event_log, first, [0] * 3)
-    assert results[0] == 1  # alone, appended in place; the two after it form a batch
+    first = [thread_created(thread_id=f"thread_{i}") for i in range(1 + ATOMIC_FROM)]
+    results = await _append_together(group, event_log, first, [0] * len(first))
+    assert results[0] == 1  # alone, appended in place; the ones after it form a batch
     assert all(isinstance(result, RuntimeError) for result in results[1:])
     later = thread_created(thread_id="thread_later")
-    assert await group.append(later, expected=0, payload=event_log.encode(later)) == 4
-    assert calls == [1, 2, 1]
+    assert await group.append(later, expected=0, payload=event_log.encode(later)) == len(first) + 1
+    assert calls == [1, ATOMIC_FROM, 1]
+
+
+async def test_a_few_appends_at_once_go_side_by_side(event_log: EventLog) -> None:
+    """Fewer than ATOMIC_FROM: no atomic batch (its staging would cost more), each answered."""
+    stored: list[LogRecord] = []
+    group = GroupCommit(event_log, on_stored=stored.extend)
+    events = [thread_created(thread_id=f"thread_{i}") for i in range(ATOMIC_FROM - 1)]
+    results = await _append_together(group, event_log, events, [0] * len(events))
+    assert sorted(results) == list(range(1, len(events) + 1))  # type: ignore[type-var]
+    assert group.batches == 0
+    assert sorted(record.sequence for record in stored) == sorted(results)  # type: ignore[type-var]
+    records = await collect(event_log.read())
+    assert {event_log.codec.decode(r.data).event_id for r in records} == {
+        e.event_id for e in events
+    }
 
 
 async def test_appends_while_the_server_is_away_raise_unavailable(
