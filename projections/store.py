@@ -277,6 +277,14 @@ class _ProjectedStore(ViewQueries):
     def _check_open(self) -> None:
         """Raise if this store can no longer write."""
 
+    async def catch_up(self, thread_id: str) -> None:
+        """Return once the views hold every event of ``thread_id`` stored before this call.
+
+        A store reads its own writes at once, and another process's when the stream
+        delivers them; a reader that must see those first (a framework resuming a session
+        another process wrote) asks for this. Nothing to wait for in one process.
+        """
+
     async def _write(self, thread_id: str, decide: Callable[[Commands], AnyEvent | None]) -> None:
         """One write, decided and committed as :meth:`_write_all` does; its own error raised."""
         try:
@@ -831,6 +839,18 @@ class JetStreamMessageStore(_ProjectedStore):
                 f"the write did not complete within {deadline}s; it may or may not be "
                 "stored, and repeating the call is safe",
             ) from None
+
+    async def catch_up(self, thread_id: str) -> None:
+        """Return once the views hold every event of ``thread_id`` stored before this call.
+
+        Another process's writes reach these views when the stream delivers them; this
+        asks the stream for the thread's last record and waits for it to be folded
+        (UnavailableError past the write timeout).
+        """
+        self.check_holds(thread_id)
+        last = await self.log.last_on_subject(self._subjects.matching(self.tenant_id, thread_id))
+        if last is not None:
+            await self._folded(last[0])
 
     def check_holds(self, thread_id: str) -> None:
         """Raise ValidationError if ``thread_id`` lives in a partition this store does not fold.

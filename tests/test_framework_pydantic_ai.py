@@ -201,7 +201,7 @@ async def test_exact_round_trip_and_readable_messages(conversations, connect_sto
         ConvlogToolResult(
             tool_call_id="c1",
             tool_name="weather",
-            result={"temp_c": 18, "raw": "AP8="},
+            result={"temp_c": 18, "raw": {"binary": "application/octet-stream", "size": 2}},
             is_error=False,
         ),
         ConvlogToolResult(

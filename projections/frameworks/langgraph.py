@@ -253,6 +253,12 @@ class ConvlogSaver(BaseCheckpointSaver[str]):
         )
 
     async def _stored(self, thread: ThreadId) -> _Stored:
+        """The thread's checkpoints and writes, once every one stored before is folded.
+
+        Another process may have put a checkpoint a moment ago: reading without it would
+        resume from an older one and fork the thread.
+        """
+        await self.store.catch_up(thread)
         return _Stored.of(await self.store.list_messages(thread, include_deleted=True))
 
     # --- encoding ------------------------------------------------------------------------
@@ -459,7 +465,9 @@ class ConvlogSaver(BaseCheckpointSaver[str]):
             message.id
             for run_id in run_ids
             for message in await self.store.get_messages_by_execution(run_id)
-            if not message.is_deleted() and await self._owns(message.thread_id)
+            if not message.is_deleted()
+            and _record(message) is not None  # a checkpoint or a write, nothing else's
+            and await self._owns(message.thread_id)
         ]
         await self._in_batches(doomed, Transaction.delete_message)
 

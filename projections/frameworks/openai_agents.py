@@ -29,7 +29,6 @@ the next one.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from datetime import UTC, datetime
@@ -58,7 +57,6 @@ from eventlog import (
     ThreadId,
     ToolCallPart,
     ToolResultPart,
-    UnavailableError,
     UserId,
 )
 from eventlog.log import MAX_BATCH
@@ -100,6 +98,10 @@ class TransactionalStore(MessageStore, Protocol):
 
     def message_version(self, message_id: str) -> int | None:
         """The stream sequence of the message's last change; None if unknown."""
+        ...
+
+    async def catch_up(self, thread_id: str) -> None:
+        """Return once the views hold every event of the thread stored before the call."""
         ...
 
 
@@ -227,25 +229,12 @@ class ConvlogSession:
         """The thread's live messages, with every write stored before this call folded.
 
         A store reads its own writes at once; another process's are folded when the
-        stream delivers them, so a store on a stream first catches up with the thread.
+        stream delivers them, so the store first catches up with the thread.
         """
-        store = self._store
-        if isinstance(store, JetStreamMessageStore):
-            subject = store.log.subjects.thread(self.tenant_id, self.thread_id)
-            last = await store.log.last_on_subject(subject)
-            if last is not None:
-                try:
-                    async with asyncio.timeout(store.log.write_timeout):
-                        await store.wait_for(last[0])
-                except TimeoutError:
-                    raise UnavailableError(
-                        store.log.url,
-                        f"the views did not fold thread {self.thread_id!r} up to sequence "
-                        f"{last[0]} within {store.log.write_timeout}s; ask again",
-                    ) from None
+        await self._store.catch_up(self.thread_id)
         if await self._thread() is None:
             return []
-        return await store.list_messages(self.thread_id)
+        return await self._store.list_messages(self.thread_id)
 
 
 def _only_thread_taken(refused: TransactionError) -> bool:

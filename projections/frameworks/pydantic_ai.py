@@ -50,6 +50,7 @@ from pydantic_ai.messages import (
     ERROR_OUTCOMES,
     BaseToolCallPart,
     BaseToolReturnPart,
+    BinaryContent,
     ImageUrl,
     ModelMessagesTypeAdapter,
     ModelRequest,
@@ -155,7 +156,7 @@ class ConvlogConversationStore(ConversationStore):
 
     async def read_record(self, conversation_id: str) -> ConversationRecord | None:
         """The conversation's record, or None if it has none (never saved, or deleted)."""
-        return self._locate(conversation_id).record
+        return (await self._located(conversation_id)).record
 
     async def read_records(
         self, *, scope: str | None = None, limit: int | None = None
@@ -182,7 +183,7 @@ class ConvlogConversationStore(ConversationStore):
     ) -> None:
         """Store the entries and the record in one transaction, if the revision still holds."""
         conversation_id = record.conversation_id
-        located = self._locate(conversation_id)
+        located = await self._located(conversation_id)
         stored = located.record.revision if located.record is not None else None
         if stored != expected_revision:
             raise ConversationConflict(conversation_id)
@@ -219,7 +220,7 @@ class ConvlogConversationStore(ConversationStore):
 
     async def delete_record(self, conversation_id: str, *, expected_revision: str) -> None:
         """Soft-delete the conversation's thread; its entries stay (forks may share them)."""
-        located = self._locate(conversation_id)
+        located = await self._located(conversation_id)
         if located.record is None or located.record.revision != expected_revision:
             raise ConversationConflict(conversation_id)
         assert located.record_message is not None  # noqa: S101 - a record is read from it
@@ -254,6 +255,20 @@ class ConvlogConversationStore(ConversationStore):
         """
         key = json.dumps([self.tenant_id, self.user_id, conversation_id, generation])
         return ThreadId.from_string(f"thread_{uuid.uuid5(_NAMESPACE, key).hex}")
+
+    async def _located(self, conversation_id: str) -> _Located:
+        """The conversation's live thread, once the views hold what other processes wrote.
+
+        Each generation's thread is caught up with the stream in turn (another process may
+        have saved or deleted it a moment ago), then all is read from the views in one go.
+        """
+        for generation in itertools.count():
+            thread_id = self.thread_id(conversation_id, generation)
+            await self.store.catch_up(thread_id)
+            thread = self.store.views.thread_status(thread_id)
+            if thread is None or not thread[1]:
+                break
+        return self._locate(conversation_id)
 
     def _locate(self, conversation_id: str) -> _Located:
         """The conversation's live thread, read from the views in one go (no await)."""
@@ -349,7 +364,13 @@ def _entry_to_message(thread_id: ThreadId, entry: ConversationEntry) -> Message:
         readable = _request_parts(model_message)
         role, parent_type = _request_role(model_message, has_parent=entry.parent_id is not None)
         metadata = MessageMetadata()
-    exact = ModelMessagesTypeAdapter.dump_json([model_message]).decode()
+    try:
+        exact = ModelMessagesTypeAdapter.dump_json([model_message]).decode()
+    except pydantic_core.PydanticSerializationError as err:
+        raise ValidationError(
+            f"entry {entry.id!r} holds a value Pydantic AI cannot write as JSON, so it "
+            f"cannot be stored: {err}"
+        ) from err
     timestamp = model_message.timestamp
     return Message(
         id=MessageId.from_string(entry.id),
@@ -412,11 +433,26 @@ def _tool_result(part: BaseToolReturnPart) -> ToolResultPart:
     return ToolResultPart(
         tool_call_id=part.tool_call_id,
         tool_name=part.tool_name,
-        result=pydantic_core.to_jsonable_python(
-            part.content, bytes_mode="base64", serialize_unknown=True
-        ),
+        result=_readable(part.content),
         is_error=part.outcome in ERROR_OUTCOMES,
     )
+
+
+def _readable(content: object) -> object:
+    """The content as JSON, each binary value named by its media type and size, not copied.
+
+    The exact JSON beside the parts already holds the bytes; a second copy, in base64,
+    would halve what fits in one event.
+    """
+    if isinstance(content, BinaryContent):
+        return {"binary": content.media_type, "size": len(content.data)}
+    if isinstance(content, bytes | bytearray):
+        return {"binary": "application/octet-stream", "size": len(content)}
+    if isinstance(content, list | tuple):
+        return [_readable(item) for item in content]
+    if isinstance(content, dict):
+        return {str(key): _readable(value) for key, value in content.items()}
+    return pydantic_core.to_jsonable_python(content, serialize_unknown=True)
 
 
 def _response_parts(response: ModelResponse) -> list[MessagePart]:
