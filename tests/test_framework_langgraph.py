@@ -21,8 +21,10 @@ from langgraph.types import Command, interrupt
 
 from eventlog import (
     CodePart,
+    Message,
     MessageRole,
     PermissionDeniedError,
+    Thread,
     ToolCallPart,
     ToolResultPart,
     ValidationError,
@@ -281,3 +283,30 @@ async def test_a_deleted_thread_keeps_its_history_and_its_id_starts_afresh(conne
     assert len(await store.thread_history(old)) == 3  # created, checkpoint, deleted
     config = {"configurable": {"thread_id": "again", "checkpoint_ns": ""}}
     assert [t.checkpoint["channel_values"]["n"] async for t in saver.alist(config)] == [2]
+
+
+async def test_another_process_reads_the_checkpoint_put_a_moment_ago(connect_store) -> None:
+    """Each put is read at once through another store: a resume never forks from an old one."""
+    writer = ConvlogSaver(await connect_store(), tenant_id="acme", user_id="alice")
+    reader = ConvlogSaver(await connect_store(), tenant_id="acme", user_id="alice")
+    config = {"configurable": {"thread_id": "handed-over", "checkpoint_ns": ""}}
+    for number in range(20):
+        await put(writer, "handed-over", number, "run-1")
+        latest = await reader.aget_tuple(config)
+        assert latest is not None
+        assert latest.checkpoint["channel_values"] == {"n": number}
+
+
+async def test_deleting_runs_deletes_only_langgraph_records(connect_store) -> None:
+    """A message of the user's own with the run's execution id is not the saver's to delete."""
+    store = await connect_store()
+    saver = ConvlogSaver(store, tenant_id="acme", user_id="alice")
+    await put(saver, "graph", 1, "exec_0000000000000000000000000000000a")
+    chat = Thread.new("acme", "alice")
+    await store.create_thread(chat)
+    note = Message.assistant(chat.id, "exec_0000000000000000000000000000000a", "mine")
+    await store.create_message(note)
+    await saver.adelete_for_runs(["exec_0000000000000000000000000000000a"])
+    config = {"configurable": {"thread_id": "graph", "checkpoint_ns": ""}}
+    assert await saver.aget_tuple(config) is None
+    assert (await store.get_message(note.id)).deleted_at is None

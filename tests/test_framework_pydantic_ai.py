@@ -15,10 +15,12 @@ from pydantic_ai import Agent
 from pydantic_ai.conversation import Conversation
 from pydantic_ai.conversation_store import (
     ConversationConflict,
+    ConversationEntry,
     ConversationRecord,
 )
 from pydantic_ai.exceptions import UserError
 from pydantic_ai.messages import (
+    BinaryContent,
     ModelMessage,
     ModelMessagesTypeAdapter,
     ModelRequest,
@@ -535,3 +537,49 @@ async def test_tenants_and_users_never_see_each_other(nats_url: str, stream_sett
     finally:
         await acme_store.close()
         await globex_store.close()
+
+
+async def test_another_process_reads_a_save_made_a_moment_ago(connect_store):
+    """A save through one store is read at once through another: load never answers stale."""
+    writer, reader = await fresh(connect_store), await fresh(connect_store)
+    for number in range(20):
+        record = ConversationRecord(conversation_id=f"handed-over-{number}", head_id=None)
+        await writer.write_record(record, expected_revision=None)
+        read = await reader.read_record(record.conversation_id)
+        assert read is not None
+        assert read.revision == record.revision
+
+
+async def test_binary_tool_output_counts_once_and_unwritable_values_are_refused(
+    conversations: ConvlogConversationStore, store: JetStreamMessageStore
+):
+    """400 KB of bytes fits (the readable part names them); a value JSON cannot hold is refused."""
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    image = BinaryContent(data=b"\x00" * 400_000, media_type="image/png")
+    request = ModelRequest(
+        parts=[ToolReturnPart(tool_name="draw", tool_call_id="c1", content=image, timestamp=when)],
+        timestamp=when,
+    )
+    entry = ConversationEntry(parent_id=None, message=request)
+    record = ConversationRecord(conversation_id="drawing", head_id=entry.id)
+    await conversations.write_record(record, new_entries=[entry], expected_revision=None)
+    stored = await store.get_message(entry.id)
+    assert stored is not None
+    result = next(p for p in stored.parts if isinstance(p, ConvlogToolResult))
+    assert result.result == {"binary": "image/png", "size": 400_000}
+
+    class Opaque:
+        pass
+
+    odd = ModelRequest(
+        parts=[ToolReturnPart(tool_name="f", tool_call_id="c2", content=Opaque(), timestamp=when)],
+        timestamp=when,
+    )
+    bad = ConversationEntry(parent_id=None, message=odd)
+    with pytest.raises(ValidationError, match="cannot write as JSON"):
+        await conversations.write_record(
+            ConversationRecord(conversation_id="odd", head_id=bad.id),
+            new_entries=[bad],
+            expected_revision=None,
+        )
+    assert await conversations.read_record("odd") is None
