@@ -229,3 +229,18 @@ async def test_store_waits_for_nothing_when_asked_not_to(
         assert (await eager.health_check()).applied_sequence == end
     finally:
         await eager.close()
+
+
+async def test_catch_up_folds_what_another_store_wrote_to_the_thread(
+    connect_store: StoreFactory,
+) -> None:
+    """After catch_up, a store's views hold every event of the thread stored before it."""
+    writer, reader = await connect_store(), await connect_store()
+    thread = Thread.new("acme", "alice")
+    await writer.create_thread(thread)
+    for number in range(20):
+        message = Message.user(thread.id, f"message {number}")
+        await writer.create_message(message)
+        await reader.catch_up(thread.id)
+        assert await reader.get_message(message.id) == message
+    await reader.catch_up(Thread.new("acme", "bob").id)  # a thread nobody wrote: at once
