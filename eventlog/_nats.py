@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "JS_MESSAGE_TOO_LARGE",
+    "JS_STREAM_NAME_IN_USE",
     "JS_WRONG_LAST_SEQUENCE",
     "ApiError",
     "NatsErrors",
@@ -58,6 +59,8 @@ JS_BATCH_WRONG_LAST_SEQUENCE: Final = 10164
 JS_NOT_ENABLED_FOR_ACCOUNT: Final = 10039
 JS_MESSAGE_TOO_LARGE: Final = 10054
 JS_CONSUMER_NOT_FOUND: Final = 10014
+JS_STREAM_NAME_IN_USE: Final = 10058
+"""A stream of that name exists with another configuration (e.g. made by another process)."""
 _BAD_REQUEST: Final = 400
 _SERVICE_UNAVAILABLE: Final = 503
 

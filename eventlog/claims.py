@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Final
 import nats.js.errors
 from nats.js import api
 
+from eventlog._nats import JS_STREAM_NAME_IN_USE
 from eventlog.errors import ConvlogError, UnavailableError
 from eventlog.group import ATOMIC_FROM, Coalescer, Pending
 from eventlog.subjects import encode_token
@@ -136,17 +137,31 @@ class IdClaims:
             try:
                 kv = await js.key_value(self.bucket)
             except nats.js.errors.BucketNotFoundError:
-                kv = await js.create_key_value(
-                    api.KeyValueConfig(
-                        bucket=self.bucket,
-                        history=_HISTORY,
-                        storage=api.StorageType.FILE,
-                        replicas=self._log.replicas,
-                    )
-                )
+                kv = await self._create()
             if self._log.supports_atomic:
                 self._atomic = await self._allow_atomic()
         return kv
+
+    async def _create(self) -> KeyValue:
+        """Make the bucket; if another process made it meanwhile, open theirs.
+
+        Theirs may already take atomic batches, a configuration ours lacks: the server
+        then refuses ours as a different stream of the same name.
+        """
+        js = self._log.jetstream
+        try:
+            return await js.create_key_value(
+                api.KeyValueConfig(
+                    bucket=self.bucket,
+                    history=_HISTORY,
+                    storage=api.StorageType.FILE,
+                    replicas=self._log.replicas,
+                )
+            )
+        except nats.js.errors.APIError as err:
+            if err.err_code != JS_STREAM_NAME_IN_USE:
+                raise
+            return await js.key_value(self.bucket)
 
     async def _allow_atomic(self) -> bool:
         """Let the bucket's stream take atomic batches (a KV bucket is made without)."""

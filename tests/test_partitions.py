@@ -8,6 +8,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from eventlog import EventLog, Message, StreamSettings, Thread
+from eventlog.claims import IdClaims
 from projections import JetStreamMessageStore
 from projections.service.replica import Replica
 from projections.worker import ProjectionWorker
@@ -93,3 +94,21 @@ async def test_a_replica_of_every_partition_starts_on_a_stream_larger_than_a_con
             await replica.close()
     finally:
         await log.close()
+
+
+async def test_claims_open_the_bucket_another_process_made_and_changed_first(
+    event_log: EventLog,
+) -> None:
+    """Made and set to take atomic batches by one; another's create meets it and opens it.
+
+    Two replicas' first writes race to make the bucket: the loser's create, without atomic
+    batches, is a different configuration of the same stream (seen once under load).
+    """
+    first = IdClaims(event_log)
+    assert await first.claim("msg_raced", "acme", "thread_a") is None  # made, and made atomic
+    second = IdClaims(event_log)
+    opened = await second._create()  # what a writer that missed the bucket a moment ago does
+    assert opened is not None
+    assert await second.claim("msg_raced", "acme", "thread_b") == event_log.subjects.thread(
+        "acme", "thread_a"
+    )
