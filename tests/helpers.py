@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -480,3 +481,25 @@ async def new_stream(
     log = await EventLog.connect(url, stream=settings)
     await log.close()
     return settings
+
+
+def node_with_packages(project: Path, installed: Path) -> str:
+    """Node.js, with ``project``'s npm packages installed from its lockfile if ``installed``
+    (a path npm ci makes) is missing; fails the test, saying how, without node and npm."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.fail(
+            f"node and npm are needed for {project.name} and are not on PATH: install them "
+            f"(`apt-get install nodejs npm`, as .ci/run does), then `npm ci` in {project}"
+        )
+    if not installed.exists():
+        done = subprocess.run(  # noqa: S603 - npm, fixed arguments
+            [npm, "ci", "--no-audit", "--no-fund"],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert done.returncode == 0, f"npm ci failed:\n{done.stdout}{done.stderr}"
+    return node

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from helpers import OutputLines, ended, start_convlog
+from helpers import OutputLines, ended, node_with_packages, start_convlog
 
 from eventlog import EmbeddedNats, ExecutionId, Message, StreamSettings, Thread
 from eventlog.stream import DEFAULT_PARTITIONS
@@ -127,24 +126,7 @@ def replica(server: EmbeddedNats, written: Written) -> Iterator[str]:  # noqa: A
 @pytest.fixture(scope="module")
 def node() -> str:
     """Node.js, and examples/typescript's packages installed from its lockfile."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.fail(
-            "node and npm are needed to run examples/typescript and are not on PATH: install "
-            "them (`apt-get install nodejs npm`, as .ci/run does), then `npm ci` in "
-            "examples/typescript"
-        )
-    if not TSX.exists():
-        installed = subprocess.run(  # noqa: S603 - npm, fixed arguments
-            [npm, "ci", "--no-audit", "--no-fund"],
-            cwd=TYPESCRIPT,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        assert installed.returncode == 0, f"npm ci failed:\n{installed.stdout}{installed.stderr}"
-    return node
+    return node_with_packages(TYPESCRIPT, TSX)
 
 
 def _deadline(seconds: float) -> float:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
 import pytest
+from helpers import node_with_packages
 
 from eventlog import (
     CodePart,
@@ -456,24 +456,7 @@ async def test_save_is_one_transaction(store) -> None:
 @pytest.fixture(scope="module")
 def node() -> str:
     """Node.js, and examples/ui-messages' packages installed from its lockfile."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.fail(
-            "node and npm are needed to validate with the AI SDK and are not on PATH: install "
-            "them (`apt-get install nodejs npm`, as .ci/run does), then `npm ci` in "
-            "examples/ui-messages"
-        )
-    if not (UI_MESSAGES / "node_modules" / "ai").exists():
-        installed = subprocess.run(  # noqa: S603 - npm, fixed arguments
-            [npm, "ci", "--no-audit", "--no-fund"],
-            cwd=UI_MESSAGES,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        assert installed.returncode == 0, f"npm ci failed:\n{installed.stdout}{installed.stderr}"
-    return node
+    return node_with_packages(UI_MESSAGES, UI_MESSAGES / "node_modules" / "ai")
 
 
 def _validate(node: str, data: bytes) -> subprocess.CompletedProcess[str]:
